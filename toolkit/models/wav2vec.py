@@ -1,0 +1,311 @@
+"""wav2vec (v1): the model, its structured output, a flat factory and named presets.
+
+Schneider et al. 2019, as implemented by fairseq's ``Wav2VecModel``. A causal context network
+predicts the latent frame ``k + offset`` frames ahead; the contrastive logits score each prediction
+against the true latent (index 0) and ``num_negatives`` distractors.
+
+    >>> model = wav2vec_large()            # fairseq's released wav2vec_large.pt architecture
+    >>> out = model(waveforms, lengths)    # waveforms [batch, time] at 16 kHz
+    >>> out.logits.shape                   # [batch, steps, frames, 1 + negatives]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from toolkit.models.components import (
+    ContextLayer,
+    ContextNetwork,
+    ConvSpec,
+    EncoderLayer,
+    FeatureEncoder,
+    StepPredictor,
+)
+from toolkit.models.negatives import GeneratorArg, sample_fairseq, sample_uniform
+
+NegativeMode = Literal["uniform", "fairseq"]
+
+LARGE_ENCODER: tuple[ConvSpec, ...] = ((512, 10, 5), (512, 8, 4)) + ((512, 4, 2),) * 3 + ((512, 1, 1),) * 2
+LARGE_CONTEXT: tuple[ConvSpec, ...] = tuple((512, k, 1) for k in range(2, 14))
+
+
+@dataclass(frozen=True)
+class Wav2VecConfig:
+    """Architecture. Field names follow fairseq's ``Wav2VecConfig`` where one exists."""
+
+    conv_feature_layers: tuple[ConvSpec, ...] = LARGE_ENCODER
+    conv_aggregator_layers: tuple[ConvSpec, ...] = LARGE_CONTEXT
+    prediction_steps: int = 12
+    num_negatives: int = 10
+    offset: int | None = None  # None = fairseq's "auto": ceil(receptive field / stride)
+    log_compression: bool = True
+    skip_connections_feat: bool = False
+    skip_connections_agg: bool = True
+    residual_scale: float = 0.5
+    non_affine_group_norm: bool = False
+    agg_zero_pad: bool = False
+    conv_bias: bool = True  # fairseq: not no_conv_bias (context network only)
+    activation: str = "relu"
+    project_features: Literal["none", "same", "new"] = "none"
+    dropout: float = 0.0
+    dropout_features: float = 0.0
+    dropout_agg: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Accept lists (from YAML/JSON) but store hashable tuples.
+        object.__setattr__(self, "conv_feature_layers", tuple(tuple(x) for x in self.conv_feature_layers))
+        object.__setattr__(
+            self, "conv_aggregator_layers", tuple(tuple(x) for x in self.conv_aggregator_layers)
+        )
+        if self.project_features not in ("none", "same", "new"):
+            raise ValueError(f"project_features must be none, same or new, got {self.project_features!r}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["conv_feature_layers"] = [list(x) for x in self.conv_feature_layers]
+        d["conv_aggregator_layers"] = [list(x) for x in self.conv_aggregator_layers]
+        return d
+
+
+@dataclass
+class Wav2VecOutput:
+    """What one forward pass gives.
+
+    Shapes: ``B`` batch, ``C`` channels, ``F`` latent frames (100 per second for the large encoder),
+    ``K`` prediction steps, ``T = F - offset`` context frames that predict at least one step,
+    ``N`` negatives.
+    """
+
+    z: Tensor  # [B, C, F] latent features
+    c: Tensor  # [B, C_ctx, F] causal context
+    predictions: Tensor  # [B, C, F, K] step projections of c
+    frame_lengths: Tensor  # [B] valid latent frames per utterance
+    logits: Tensor | None = None  # [B, K, T, 1 + N]; index 0 is the true future frame
+    mask: Tensor | None = None  # [B, K, T] bool: prediction (k, t) targets a valid frame
+    negative_indices: Tensor | None = None  # [B, F, N] distractor frame per target frame
+    offset: int = 0
+    extras: dict = field(default_factory=dict)
+
+
+class Wav2VecModel(nn.Module):
+    """The whole model. Build it with :func:`wav2vec_model` or a preset."""
+
+    def __init__(
+        self,
+        config: Wav2VecConfig,
+        encoder: FeatureEncoder,
+        context: ContextNetwork,
+        prediction: StepPredictor,
+        target_projection: ContextNetwork | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = encoder
+        self.context = context
+        self.prediction = prediction
+        self.target_projection = target_projection
+        self.dropout_features = nn.Dropout(config.dropout_features)
+        self.dropout_agg = nn.Dropout(config.dropout_agg)
+        self.offset = config.offset if config.offset is not None else auto_offset(config.conv_feature_layers)
+        self.num_negatives = config.num_negatives
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest input (samples) that yields at least one prediction (step 1)."""
+        frames_needed = self.offset + 1
+        return self.encoder.receptive_field + (frames_needed - 1) * self.encoder.stride
+
+    def frame_lengths(self, lengths: Tensor) -> Tensor:
+        return self.encoder.output_lengths(lengths)
+
+    def encode(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(z, c, predictions, frame_lengths)`` without negatives or logits."""
+        if lengths is not None:
+            lengths = lengths.to(waveforms.device)
+            if lengths.ndim != 1 or lengths.shape[0] != waveforms.shape[0]:
+                raise ValueError(f"lengths must be [batch]={waveforms.shape[0]}, got {tuple(lengths.shape)}")
+            if int(lengths.max()) > waveforms.shape[1]:
+                raise ValueError(f"a length ({int(lengths.max())}) exceeds the padded size {waveforms.shape[1]}")
+        features, frame_lengths = self.encoder(waveforms, lengths)
+        if frame_lengths is None:
+            frame_lengths = torch.full(
+                (waveforms.shape[0],), features.shape[-1], dtype=torch.long, device=waveforms.device
+            )
+            norm_lengths = None
+        else:
+            norm_lengths = frame_lengths
+        c = self.dropout_agg(self.context(self.dropout_features(features), norm_lengths))
+        if self.config.project_features == "same":
+            z = self.context(features, norm_lengths)
+        elif self.target_projection is not None:
+            z = self.target_projection(features, norm_lengths)
+        else:
+            z = features
+        return z, c, self.prediction(c), frame_lengths
+
+    def sample_negatives(
+        self, frame_lengths: Tensor, max_frames: int, generator: GeneratorArg = None, mode: NegativeMode = "uniform"
+    ) -> Tensor:
+        """``[B, F, N]`` distractor indices (see :mod:`toolkit.models.negatives`)."""
+        if mode == "fairseq":
+            if generator is not None and not isinstance(generator, torch.Generator):
+                raise ValueError("fairseq negative mode takes one generator for the batch")
+            idx = sample_fairseq(frame_lengths.shape[0], max_frames, self.num_negatives, generator)
+            return idx.to(frame_lengths.device)
+        if mode != "uniform":
+            raise ValueError(f"negative mode must be 'uniform' or 'fairseq', got {mode!r}")
+        return sample_uniform(frame_lengths, max_frames, self.num_negatives, generator)
+
+    def contrastive_logits(
+        self, z: Tensor, predictions: Tensor, frame_lengths: Tensor, negative_indices: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Logits ``[B, K, T, 1+N]`` and mask ``[B, K, T]``.
+
+        ``logits[b, k, t, 0] = <predictions[b, :, t, k], z[b, :, t + offset + k]>``; index ``n + 1``
+        uses ``z[b, :, negative_indices[b, t + offset + k, n]]`` instead.
+        """
+        batch, channels, frames = z.shape
+        steps = predictions.shape[-1]
+        context_frames = frames - self.offset
+        if context_frames <= 0:
+            raise ValueError(
+                f"{frames} latent frames leave no prediction at offset {self.offset}: "
+                f"the input needs at least {self.min_samples} samples"
+            )
+        zt = z.transpose(1, 2)  # [B, F, C]
+        # candidates[b, s, 0] is z at s; candidates[b, s, n + 1] the n-th distractor of target s.
+        gather_idx = negative_indices.reshape(batch, -1, 1).expand(-1, -1, channels)
+        negatives = torch.gather(zt, 1, gather_idx).view(batch, frames, self.num_negatives, channels)
+        candidates = torch.cat([zt.unsqueeze(2), negatives], dim=2)  # [B, F, 1+N, C]
+        # Pad the target axis so that every step slices the same number of context frames.
+        candidates = nn.functional.pad(candidates, (0, 0, 0, 0, 0, steps - 1))
+        pred = predictions.permute(0, 3, 2, 1)[:, :, :context_frames]  # [B, K, T, C]
+        logits = torch.stack(
+            [
+                torch.einsum("btc,btjc->btj", pred[:, k], candidates[:, self.offset + k : self.offset + k + context_frames])
+                for k in range(steps)
+            ],
+            dim=1,
+        )
+        t = torch.arange(context_frames, device=z.device)
+        target = t[None, :] + self.offset + torch.arange(steps, device=z.device)[:, None]  # [K, T]
+        mask = target[None] < frame_lengths[:, None, None]
+        return logits, mask
+
+    def forward(
+        self,
+        waveforms: Tensor,
+        lengths: Tensor | None = None,
+        *,
+        generator: GeneratorArg = None,
+        negatives: NegativeMode = "uniform",
+        negative_indices: Tensor | None = None,
+        compute_logits: bool = True,
+    ) -> Wav2VecOutput:
+        """Run the model on ``waveforms`` ``[B, time]`` (16 kHz), right-padded to ``lengths``.
+
+        ``generator``: one ``torch.Generator`` for the batch, or one per utterance (scores then do
+        not depend on how utterances are batched). ``negative_indices`` ``[B, F, N]`` overrides
+        sampling (parity tests use it).
+        """
+        z, c, predictions, frame_lengths = self.encode(waveforms, lengths)
+        out = Wav2VecOutput(z=z, c=c, predictions=predictions, frame_lengths=frame_lengths, offset=self.offset)
+        if not compute_logits:
+            return out
+        if negative_indices is None:
+            negative_indices = self.sample_negatives(frame_lengths, z.shape[-1], generator, negatives)
+        out.negative_indices = negative_indices
+        out.logits, out.mask = self.contrastive_logits(z, predictions, frame_lengths, negative_indices)
+        return out
+
+
+def auto_offset(conv_feature_layers: tuple[ConvSpec, ...]) -> int:
+    """fairseq's ``offset="auto"``: ceil(receptive field / total stride) of the encoder (3 for large)."""
+    field, jump = 0, 0
+    for _, kernel, stride in conv_feature_layers:
+        field = kernel if field == 0 else field + (kernel - 1) * jump
+        jump = stride if jump == 0 else jump * stride
+    return math.ceil(field / jump)
+
+
+def wav2vec_model(config: Wav2VecConfig | None = None, **overrides) -> Wav2VecModel:
+    """Flat factory: build the model for ``config`` (fields may be overridden by keyword)."""
+    config = Wav2VecConfig(**{**(config.to_dict() if config else {}), **overrides})
+    affine = not config.non_affine_group_norm
+    enc_layers, in_ch = [], 1
+    for spec in config.conv_feature_layers:
+        enc_layers.append(EncoderLayer(in_ch, spec, 0.0, affine, config.activation))
+        in_ch = spec[0]
+    embed = in_ch
+    encoder = FeatureEncoder(
+        enc_layers, config.log_compression, config.skip_connections_feat, config.residual_scale
+    )
+
+    def make_context() -> tuple[ContextNetwork, int]:
+        layers, ch = [], embed
+        for spec in config.conv_aggregator_layers:
+            layers.append(
+                ContextLayer(
+                    ch, spec, config.dropout, affine, config.activation, config.conv_bias,
+                    config.agg_zero_pad, config.skip_connections_agg,
+                )
+            )
+            ch = spec[0]
+        return ContextNetwork(layers, config.residual_scale), ch
+
+    context, ctx_dim = make_context()
+    prediction = StepPredictor(ctx_dim, embed, config.prediction_steps, config.dropout)
+    target_projection = make_context()[0] if config.project_features == "new" else None
+    if config.project_features == "same" and ctx_dim != embed:
+        raise ValueError("project_features='same' needs context channels equal to encoder channels")
+    return Wav2VecModel(config, encoder, context, prediction, target_projection)
+
+
+def _layout(channels: int, context_kernels: range) -> dict:
+    encoder = tuple((channels, k, s) for _, k, s in LARGE_ENCODER)
+    context = tuple((channels, k, 1) for k in context_kernels)
+    return {"conv_feature_layers": encoder, "conv_aggregator_layers": context}
+
+
+def wav2vec_large(**overrides) -> Wav2VecModel:
+    """fairseq's released ``wav2vec_large.pt``: 512 channels, context kernels 2..13, 32,537,088 parameters."""
+    return wav2vec_model(Wav2VecConfig(), **overrides)
+
+
+def wav2vec_medium(**overrides) -> Wav2VecModel:
+    """The large layout at 256 channels (8.1M parameters): GPU pretraining on tens of hours."""
+    return wav2vec_model(Wav2VecConfig(**_layout(256, range(2, 14))), **overrides)
+
+
+def wav2vec_small(**overrides) -> Wav2VecModel:
+    """128 channels, context kernels 2..9 (1.3M parameters): CPU pretraining and the embedded default."""
+    return wav2vec_model(Wav2VecConfig(**_layout(128, range(2, 10))), **overrides)
+
+
+def wav2vec_tiny(**overrides) -> Wav2VecModel:
+    """32 channels, 4 context layers: for tests only (fast on CPU, not for results)."""
+    return wav2vec_model(Wav2VecConfig(**_layout(32, range(2, 6))), **overrides)
+
+
+PRESETS = {
+    "large": wav2vec_large,
+    "medium": wav2vec_medium,
+    "small": wav2vec_small,
+    "tiny": wav2vec_tiny,
+}
+
+
+def build_preset(name: str, **overrides) -> Wav2VecModel:
+    """Build a named preset (``large``, ``medium``, ``small``, ``tiny``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name](**overrides)
+
+
+def preset_config(name: str) -> Wav2VecConfig:
+    return build_preset(name).config
