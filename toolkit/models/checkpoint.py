@@ -134,20 +134,30 @@ def _upgrade(header: dict, path: Path) -> dict:
     return header
 
 
+def load_weights(model: Wav2VecModel, weights: dict, path: Path) -> Wav2VecModel:
+    """Load ``weights`` into ``model``; every key and shape must match, else one clear error."""
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            path,
+            f"weights do not fit the architecture in its config (missing {missing[:3]}, unexpected {unexpected[:3]})",
+        )
+    for key, value in weights.items():
+        if value.shape != expected[key].shape:
+            raise CheckpointError(
+                path, f"weight '{key}' has shape {tuple(value.shape)}, the config expects {tuple(expected[key].shape)}"
+            )
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
+    return model
+
+
 def _model_from_state(config_dict: dict, state_dict: dict, path: Path) -> Wav2VecModel:
     try:
         config = Wav2VecConfig(**config_dict)
     except TypeError as err:
         raise CheckpointError(path, f"unknown model config field ({err})") from None
-    model = wav2vec_model(config)
-    missing, unexpected = model.load_state_dict(state_dict, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            path,
-            f"weights do not match the architecture in its header (missing: {sorted(missing)[:3]}, "
-            f"unexpected: {sorted(unexpected)[:3]})",
-        )
-    return model
+    return load_weights(wav2vec_model(config), state_dict, path)
 
 
 def describe(obj: Any) -> str:

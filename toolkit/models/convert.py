@@ -27,6 +27,7 @@ from torch import Tensor
 
 from toolkit.errors import CheckpointError
 from toolkit.io import atomic_write
+from toolkit.models.checkpoint import load_checkpoint, load_weights, safe_torch_load, save_model
 from toolkit.models.wav2vec import Wav2VecConfig, Wav2VecModel, auto_offset, wav2vec_model
 
 log = logging.getLogger(__name__)
@@ -251,15 +252,7 @@ def model_from_fairseq(obj: dict, path: str | os.PathLike = "<checkpoint>") -> t
     # project_features="same" shares the aggregator: fairseq stores it twice.
     same = config.project_features == "same"
     weights = map_state_dict(state, FAIRSEQ_TO_TOOLKIT, path, drop=lambda k: same and k.startswith("project_features."))
-    model = wav2vec_model(config)
-    expected = set(model.state_dict())
-    missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
-    if missing or unexpected:
-        raise CheckpointError(path, f"weights do not fit the architecture in its config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    for key, value in weights.items():
-        if value.shape != model.state_dict()[key].shape:
-            raise CheckpointError(path, f"weight '{key}' has shape {tuple(value.shape)}, expected {tuple(model.state_dict()[key].shape)}")
-    model.load_state_dict({k: v.float() for k, v in weights.items()})
+    model = load_weights(wav2vec_model(config), weights, path)
     history = obj.get("optimizer_history") or [{}]
     step = history[-1].get("num_updates") if isinstance(history[-1], dict) else None
     return model, step
@@ -321,8 +314,6 @@ def fairseq_checkpoint(model: Wav2VecModel, *, num_updates: int = 0, infonce: bo
 
 def import_fairseq(path: str | os.PathLike, output: str | os.PathLike) -> tuple[Wav2VecModel, Path]:
     """Convert a fairseq wav2vec (v1) checkpoint file to a toolkit checkpoint file."""
-    from toolkit.models.checkpoint import safe_torch_load, save_model
-
     path = Path(path)
     obj = safe_torch_load(path)
     if not isinstance(obj, dict) or "model" not in obj or not ("args" in obj or "cfg" in obj):
@@ -335,8 +326,6 @@ def import_fairseq(path: str | os.PathLike, output: str | os.PathLike) -> tuple[
 
 def export_fairseq(source: str | os.PathLike | Wav2VecModel, output: str | os.PathLike) -> Path:
     """Write a toolkit model (or checkpoint file) as a fairseq checkpoint."""
-    from toolkit.models.checkpoint import load_checkpoint
-
     step = 0
     if isinstance(source, Wav2VecModel):
         model = source
