@@ -1,0 +1,563 @@
+"""Streaming batches of 16 kHz audio from webdataset shards, for 1..N nodes x 1..G GPUs x W workers.
+
+Pipeline, per DataLoader worker::
+
+    shard list --(seeded shuffle, split by rank then by worker)--> tar reader (webdataset)
+      --> buffer shuffle of *encoded* utterances --> decode + random crop to max_sample_size
+      --> pools of ~8 x max_tokens samples sorted by length --> batches of <= max_tokens samples
+
+Batches are dicts ``{"audio": float32 [B, T] right-padded with zeros, "lengths": int64 [B],
+"keys": list[str], "dummy": bool}``; ``B * T <= max_tokens`` (fairseq's ``max_tokens``).
+
+Epochs:
+
+* ``resampled=False``: every utterance is seen exactly once per epoch across all ranks and workers.
+  Shards are shuffled with ``(seed, epoch)`` (the same permutation on every rank) and dealt
+  round-robin to ranks, then to workers, so nothing is duplicated. Ranks can end up with different
+  numbers of batches; with ``world_size > 1`` the loader keeps ranks in step (DDP needs the same
+  number of steps everywhere): once a rank runs out it repeats its last batch with
+  ``"dummy": True`` until every rank is done. **A training step must multiply its loss by zero for
+  a dummy batch** (fairseq does the same). One tiny all-reduce on a gloo group per batch decides this.
+* ``resampled=True``: every worker draws shards at random with replacement, forever; the epoch is
+  cut to the same number of batches on every rank and worker, derived from ``samples_per_epoch``
+  (utterances across all ranks; default: the number in the index) and the mean batch size
+  estimated from the index. Use it for long runs.
+
+``min_sample_size``: shorter utterances are dropped (counted), never padded up. Crops are random
+in training and from the start in validation. Corrupt or truncated shards are logged by name and
+skipped (``on_corrupt="skip"``, counted in ``stats``) or raise :class:`DataError` (``"error"``);
+reading a local file never blocks, so neither case can hang.
+
+Memory per worker is bounded by ``shuffle_buffer`` encoded utterances (each at most
+``max_seconds_per_chunk`` of the shard writer) plus one pool of ``pool_batches * max_tokens`` floats.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, IterableDataset
+
+from toolkit.data.shards import AUDIO_KEYS, INDEX_NAME, ShardIndex, decode_audio, read_shard_index
+from toolkit.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoaderStats:
+    """What one iterator (one worker) skipped. Workers log these; ``num_workers=0`` keeps them here."""
+
+    shards: int = 0
+    samples: int = 0
+    batches: int = 0
+    corrupt_shards: list[str] = field(default_factory=list)
+    corrupt_samples: int = 0
+    too_short: int = 0
+
+
+@dataclass
+class ShardSource:
+    """Shard URLs plus the index when there is one (for epoch planning without decoding)."""
+
+    urls: list[str]
+    index: ShardIndex | None = None
+
+    @property
+    def lengths(self) -> list[int]:
+        return [n for shard in self.index.shards for n in shard.lengths] if self.index else []
+
+
+def resolve_shards(spec: str) -> ShardSource:
+    """A folder with ``index.json``, an ``index.json`` path, or a brace pattern of tar files."""
+    path = Path(spec)
+    if path.is_dir() or path.name == INDEX_NAME:
+        index = read_shard_index(path)
+        if not index.shards:
+            raise DataError(spec, "shard index lists no shards")
+        return ShardSource(index.urls(), index)
+    import webdataset as wds
+
+    urls = list(wds.shardlists.expand_urls(spec))
+    missing = [u for u in urls if not os.path.exists(u)]
+    if not urls or len(missing) == len(urls):
+        raise DataError(spec, "no shards found (expected a shard folder with index.json or a brace pattern)")
+    index = None
+    if (Path(urls[0]).parent / INDEX_NAME).is_file():
+        full = read_shard_index(Path(urls[0]).parent)
+        keep = {os.path.basename(u) for u in urls}
+        full.shards = [s for s in full.shards if s.name in keep]
+        index = full
+    return ShardSource(urls, index)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure planning helpers
+
+
+def assign_shards(urls: list[str], *, rank: int, world_size: int, worker: int, num_workers: int,
+                  seed: int, epoch: int, shuffle: bool) -> list[str]:
+    """The shards one (rank, worker) reads in a non-resampled epoch: a disjoint round-robin deal
+    of a permutation that depends only on ``(seed, epoch)``, so all ranks agree without talking."""
+    order = list(urls)
+    if shuffle:
+        random.Random(f"shards:{seed}:{epoch}").shuffle(order)
+    return order[rank::world_size][worker::num_workers]
+
+
+def pack_lengths(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Greedy packing of positions (sorted by length) into batches with ``B * max(len) <= max_tokens``."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        # ascending lengths: the new item sets the batch's padded length
+        if current and (len(current) + 1) * lengths[i] > max_tokens:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def estimate_batch_size(lengths: list[int], *, max_sample_size: int, min_sample_size: int, max_tokens: int,
+                        pool_batches: int = 8, seed: int = 0, max_items: int = 200_000) -> float:
+    """Mean utterances per batch for these utterance lengths, simulating the loader's pooling."""
+    rng = random.Random(seed)
+    items = [min(n, max_sample_size) for n in lengths if n >= max(min_sample_size, 1)]
+    if not items:
+        return 1.0
+    if len(items) > max_items:
+        items = rng.sample(items, max_items)
+    rng.shuffle(items)
+    batches = 0
+    pool: list[int] = []
+    pool_limit = pool_batches * max_tokens
+    total = 0
+    for n in items:
+        pool.append(n)
+        total += n
+        if total >= pool_limit:
+            batches += len(pack_lengths(pool, max_tokens))
+            pool, total = [], 0
+    if pool:
+        batches += len(pack_lengths(pool, max_tokens))
+    return len(items) / max(batches, 1)
+
+
+def collate(samples: list[tuple[str, np.ndarray]]) -> dict:
+    """``[(key, float32 [T_i])]`` -> ``{"audio": [B, max T_i] zero-padded, "lengths": [B], "keys"}``."""
+    lengths = torch.tensor([s.shape[0] for _, s in samples], dtype=torch.int64)
+    audio = torch.zeros(len(samples), int(lengths.max()) if len(samples) else 0, dtype=torch.float32)
+    for row, (_, samples_i) in enumerate(samples):
+        audio[row, : samples_i.shape[0]] = torch.from_numpy(samples_i)
+    return {"audio": audio, "lengths": lengths, "keys": [k for k, _ in samples], "dummy": False}
+
+
+# ---------------------------------------------------------------------------------------------
+# The iterable dataset
+
+
+class ShardStream(IterableDataset):
+    """Batches from shards for one rank; splits further across DataLoader workers by itself.
+
+    ``rank`` and ``world_size`` are given explicitly (workers cannot ask torch.distributed).
+    ``batches_per_worker`` (resampled mode) cuts each worker's infinite stream. ``epoch`` changes
+    the shard order, shuffles and crops; set it before each pass (the loader wrappers do).
+    """
+
+    def __init__(
+        self,
+        urls: list[str],
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        max_sample_size: int = 150_000,
+        min_sample_size: int = 0,
+        max_tokens: int = 1_500_000,
+        shuffle_buffer: int = 500,
+        shuffle: bool = True,
+        random_crop: bool = True,
+        resampled: bool = False,
+        batches_per_worker: int | None = None,
+        seed: int = 0,
+        epoch: int = 0,
+        on_corrupt: Literal["skip", "error"] = "skip",
+        pool_batches: int = 8,
+    ) -> None:
+        super().__init__()
+        if not urls:
+            raise DataError(None, "no shards to read")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world_size {world_size}")
+        if max_sample_size > max_tokens:
+            raise ValueError(f"max_sample_size {max_sample_size} > max_tokens {max_tokens}: no batch could hold it")
+        if on_corrupt not in ("skip", "error"):
+            raise ValueError(f"on_corrupt must be 'skip' or 'error', got {on_corrupt!r}")
+        if resampled and batches_per_worker is None:
+            raise ValueError("resampled streams are infinite: give batches_per_worker")
+        self.urls = list(urls)
+        self.rank, self.world_size = rank, world_size
+        self.max_sample_size, self.min_sample_size, self.max_tokens = max_sample_size, min_sample_size, max_tokens
+        self.shuffle_buffer, self.shuffle, self.random_crop = shuffle_buffer, shuffle, random_crop
+        self.resampled, self.batches_per_worker = resampled, batches_per_worker
+        self.seed, self.epoch, self.on_corrupt, self.pool_batches = seed, epoch, on_corrupt, pool_batches
+        self.stats = LoaderStats()
+
+    # -- stages -----------------------------------------------------------------------------
+
+    def _my_shards(self, worker: int, num_workers: int) -> Iterator[str]:
+        if self.resampled:
+            rng = random.Random(f"resample:{self.seed}:{self.epoch}:{self.rank}:{worker}")
+            while True:
+                yield self.urls[rng.randrange(len(self.urls))]
+        else:
+            yield from assign_shards(self.urls, rank=self.rank, world_size=self.world_size, worker=worker,
+                                 num_workers=num_workers, seed=self.seed, epoch=self.epoch, shuffle=self.shuffle)
+
+    def _corrupt(self, url: str, problem: str) -> None:
+        if self.on_corrupt == "error":
+            raise DataError(url, problem)
+        if url not in self.stats.corrupt_shards:
+            self.stats.corrupt_shards.append(url)
+        log.warning("skipping rest of corrupt shard %s: %s", url, problem)
+
+    def _read_shard(self, url: str) -> Iterator[tuple[str, str, bytes]]:
+        """``(key, extension, encoded audio)`` for every complete sample of one tar file."""
+        from webdataset.tariterators import group_by_keys, tar_file_iterator
+
+        self.stats.shards += 1
+        try:
+            with open(url, "rb") as stream:
+                files = ({**f, "__url__": url} for f in tar_file_iterator(stream))
+                for sample in group_by_keys(files):
+                    audio_key = next((k for k in AUDIO_KEYS if k in sample), None)
+                    if audio_key is None:
+                        self.stats.corrupt_samples += 1
+                        log.warning("%s: sample %s has no audio entry", url, sample.get("__key__"))
+                        continue
+                    yield sample["__key__"], audio_key, sample[audio_key]
+        except DataError:
+            raise
+        except Exception as err:  # tarfile.ReadError, OSError, ... all mean "this shard is damaged"
+            self._corrupt(url, f"{type(err).__name__}: {str(err).split(' @ ')[0] or 'unreadable'}")
+
+    def _buffer_shuffle(self, items: Iterable, rng: random.Random) -> Iterator:
+        if not self.shuffle or self.shuffle_buffer <= 1:
+            yield from items
+            return
+        buffer: list = []
+        for item in items:
+            if len(buffer) < self.shuffle_buffer:
+                buffer.append(item)
+                continue
+            j = rng.randrange(len(buffer))
+            yield buffer[j]
+            buffer[j] = item
+        rng.shuffle(buffer)
+        yield from buffer
+
+    def _decode(self, items: Iterable[tuple[str, str, bytes]], rng: random.Random) -> Iterator[tuple[str, np.ndarray]]:
+        for key, extension, data in items:
+            try:
+                from toolkit.data.shards import audio_frames
+
+                frames = audio_frames(data, extension)
+                if frames < max(self.min_sample_size, 1):
+                    self.stats.too_short += 1
+                    continue
+                start = 0
+                take = min(frames, self.max_sample_size)
+                if frames > take and self.random_crop:
+                    start = rng.randrange(frames - take + 1)
+                samples = decode_audio(data, extension, start, take)
+            except Exception as err:
+                if self.on_corrupt == "error":
+                    raise DataError(key, f"cannot decode {extension} audio ({err})") from None
+                self.stats.corrupt_samples += 1
+                log.warning("skipping undecodable sample %s (%s)", key, err)
+                continue
+            self.stats.samples += 1
+            yield key, samples
+
+    def _batch(self, items: Iterable[tuple[str, np.ndarray]], rng: random.Random) -> Iterator[dict]:
+        pool: list[tuple[str, np.ndarray]] = []
+        total = 0
+        limit = self.pool_batches * self.max_tokens
+        for item in items:
+            pool.append(item)
+            total += item[1].shape[0]
+            if total >= limit:
+                yield from self._flush(pool, rng)
+                pool, total = [], 0
+        if pool:
+            yield from self._flush(pool, rng)
+
+    def _flush(self, pool: list[tuple[str, np.ndarray]], rng: random.Random) -> Iterator[dict]:
+        groups = pack_lengths([s.shape[0] for _, s in pool], self.max_tokens)
+        if self.shuffle:
+            rng.shuffle(groups)
+        for group in groups:
+            self.stats.batches += 1
+            yield collate([pool[i] for i in group])
+
+    # -- iteration ----------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        self.stats = LoaderStats()
+        rng = random.Random(f"samples:{self.seed}:{self.epoch}:{self.rank}:{worker}")
+        encoded = (item for url in self._my_shards(worker, num_workers) for item in self._read_shard(url))
+        batches = self._batch(self._decode(self._buffer_shuffle(encoded, rng), rng), rng)
+        if self.batches_per_worker is not None:
+            for _, batch in zip(range(self.batches_per_worker), batches):
+                yield batch
+        else:
+            yield from batches
+        if info is not None and (self.stats.corrupt_shards or self.stats.corrupt_samples or self.stats.too_short):
+            log.warning("rank %d worker %d: %s", self.rank, worker, self.stats)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaders: epoch bookkeeping and keeping DDP ranks in step
+
+
+class EpochLoader:
+    """Iterable over batches; sets the dataset's epoch before each pass.
+
+    With ``group`` (a process group; gloo is used), ranks agree after each batch on whether any
+    rank still has data; a rank that has run out yields its last batch again with ``dummy=True``.
+    """
+
+    def __init__(self, dataset: ShardStream, loader: Iterable[dict], *, group=None, epoch_fn=None) -> None:
+        self.dataset, self.loader, self.group, self.epoch_fn = dataset, loader, group, epoch_fn
+        self._passes = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch_fn = None
+        self._passes = epoch
+
+    def __iter__(self) -> Iterator[dict]:
+        epoch = self.epoch_fn() if self.epoch_fn is not None else self._passes
+        self._passes += 1
+        self.dataset.epoch = epoch
+        if self.group is None:
+            yield from self.loader
+            return
+        iterator = iter(self.loader)
+        last: dict | None = None
+        flag = torch.zeros(1, dtype=torch.int32)
+        while True:
+            batch = next(iterator, None)
+            flag.fill_(0 if batch is None else 1)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
+            if int(flag.item()) == 0:
+                return
+            if batch is not None:
+                last = batch
+                yield batch
+            else:
+                yield _dummy_batch(last, self.dataset.max_sample_size)
+
+
+def _dummy_batch(last: dict | None, max_sample_size: int) -> dict:
+    if last is not None:
+        return {**last, "keys": list(last["keys"]), "dummy": True}
+    length = min(max_sample_size, 32_000)
+    return {"audio": torch.zeros(1, length), "lengths": torch.tensor([length]), "keys": ["<dummy>"], "dummy": True}
+
+
+def distributed_info() -> tuple[int, int]:
+    """``(rank, world_size)`` from an initialised torch.distributed, else from RANK/WORLD_SIZE, else (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return 0, 1
+
+
+_GLOO_GROUP = None
+
+
+def _step_group():
+    """A gloo group for the per-batch "anyone still has data?" vote (CPU tensors, no CUDA sync)."""
+    global _GLOO_GROUP
+    if dist.get_backend() == "gloo":
+        return dist.group.WORLD
+    if _GLOO_GROUP is None:
+        _GLOO_GROUP = dist.new_group(backend="gloo")
+    return _GLOO_GROUP
+
+
+def iterate_batches(
+    shards: str | list[str],
+    *,
+    rank: int | None = None,
+    world_size: int | None = None,
+    num_workers: int = 0,
+    max_sample_size: int = 150_000,
+    min_sample_size: int = 0,
+    max_tokens: int = 1_500_000,
+    shuffle_buffer: int = 500,
+    shuffle: bool = True,
+    random_crop: bool = True,
+    resampled: bool = False,
+    samples_per_epoch: int | None = None,
+    seed: int = 0,
+    epoch: int = 0,
+    on_corrupt: Literal["skip", "error"] = "skip",
+    even_batches: bool | None = None,
+    prefetch_factor: int = 4,
+    pin_memory: bool = False,
+) -> EpochLoader:
+    """Batches without Lightning (tests, benchmarks, scripts). Iterate it once per epoch.
+
+    ``shards`` is a shard folder, a brace pattern or a list of tar paths. ``rank``/``world_size``
+    default to torch.distributed's. ``even_batches`` (default: when torch.distributed is
+    initialised with several ranks and not resampled) keeps ranks in step with dummy batches.
+    """
+    if rank is None or world_size is None:
+        rank, world_size = distributed_info()
+    source = ShardSource(list(shards)) if isinstance(shards, list) else resolve_shards(shards)
+    per_worker = None
+    if resampled:
+        per_worker = plan_resampled_epoch(source, samples_per_epoch, world_size=world_size,
+                                          num_workers=max(1, num_workers), max_sample_size=max_sample_size,
+                                          min_sample_size=min_sample_size, max_tokens=max_tokens, seed=seed)
+    elif samples_per_epoch is not None:
+        raise ValueError("samples_per_epoch sets the length of resampled epochs; "
+                         "a non-resampled epoch is one pass over the shards (set resampled=True)")
+    dataset = ShardStream(source.urls, rank=rank, world_size=world_size, max_sample_size=max_sample_size,
+                          min_sample_size=min_sample_size, max_tokens=max_tokens, shuffle_buffer=shuffle_buffer,
+                          shuffle=shuffle, random_crop=random_crop, resampled=resampled,
+                          batches_per_worker=per_worker, seed=seed, epoch=epoch, on_corrupt=on_corrupt)
+    loader: Iterable[dict] = dataset
+    if num_workers > 0:
+        loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                            persistent_workers=False, prefetch_factor=prefetch_factor)
+    if even_batches is None:
+        even_batches = world_size > 1 and not resampled and dist.is_available() and dist.is_initialized()
+    group = _step_group() if even_batches else None
+    wrapper = EpochLoader(dataset, loader, group=group)
+    wrapper._passes = epoch
+    return wrapper
+
+
+def plan_resampled_epoch(source: ShardSource, samples_per_epoch: int | None, *, world_size: int, num_workers: int,
+                         max_sample_size: int, min_sample_size: int, max_tokens: int, seed: int = 0) -> int:
+    """Batches per worker so that all ranks together see about ``samples_per_epoch`` utterances."""
+    lengths = source.lengths
+    if samples_per_epoch is None:
+        if not lengths:
+            raise DataError(source.urls[0], "resampled mode needs samples_per_epoch when there is no index.json")
+        samples_per_epoch = len(lengths)
+    if lengths:
+        per_batch = estimate_batch_size(lengths, max_sample_size=max_sample_size, min_sample_size=min_sample_size,
+                                        max_tokens=max_tokens, seed=seed)
+    else:
+        per_batch = max(1.0, max_tokens / max_sample_size)
+    per_rank = max(1, math.ceil(samples_per_epoch / world_size / per_batch))
+    return max(1, math.ceil(per_rank / num_workers))
+
+
+# ---------------------------------------------------------------------------------------------
+# Lightning
+
+
+class AudioShardDataModule(pl.LightningDataModule):
+    """Shards -> batches of 16 kHz audio for Lightning; see the module docstring for the semantics.
+
+    Args:
+        train_shards: shard folder with index.json (from ``toolkit shard``) or a brace pattern.
+        val_shards: the same for validation (one deterministic pass, crops from the start).
+        max_sample_size: crop longer utterances to this many samples (fairseq ``max_sample_size``).
+        min_sample_size: drop shorter utterances (never padded; fairseq ``min_sample_size``).
+        max_tokens: at most this many samples per batch per GPU, padding included (``B * T``).
+        num_workers: DataLoader worker processes per GPU.
+        shuffle_buffer: encoded utterances held per worker for shuffling.
+        samples_per_epoch: utterances per epoch across all ranks in resampled mode (default: index size).
+        resampled: draw shards with replacement forever (epoch cut by samples_per_epoch).
+        seed: shard order, shuffles and crops depend on (seed, epoch, rank, worker) only.
+        on_corrupt: "skip" (log and count) or "error" (raise DataError) for damaged shards.
+        pin_memory: pin batches for faster host-to-GPU copies.
+        prefetch_factor: batches prefetched per worker.
+    """
+
+    def __init__(
+        self,
+        train_shards: str,
+        val_shards: str | None = None,
+        max_sample_size: int = 150_000,
+        min_sample_size: int = 0,
+        max_tokens: int = 1_500_000,
+        num_workers: int = 4,
+        shuffle_buffer: int = 500,
+        samples_per_epoch: int | None = None,
+        resampled: bool = False,
+        seed: int = 0,
+        on_corrupt: Literal["skip", "error"] = "skip",
+        pin_memory: bool = True,
+        prefetch_factor: int = 4,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if max_sample_size > max_tokens:
+            raise ValueError(f"max_sample_size {max_sample_size} > max_tokens {max_tokens}")
+        if samples_per_epoch is not None and not resampled:
+            raise ValueError("samples_per_epoch needs resampled=True (a non-resampled epoch is one pass)")
+        self.train_shards, self.val_shards = train_shards, val_shards
+        self.max_sample_size, self.min_sample_size, self.max_tokens = max_sample_size, min_sample_size, max_tokens
+        self.num_workers, self.shuffle_buffer = num_workers, shuffle_buffer
+        self.samples_per_epoch, self.resampled, self.seed = samples_per_epoch, resampled, seed
+        self.on_corrupt, self.pin_memory, self.prefetch_factor = on_corrupt, pin_memory, prefetch_factor
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.global_rank, trainer.world_size
+        return distributed_info()
+
+    def _loader(self, spec: str, *, train: bool) -> EpochLoader:
+        rank, world = self._rank_world()
+        resampled = self.resampled and train
+        loader = iterate_batches(
+            spec, rank=rank, world_size=world, num_workers=self.num_workers,
+            max_sample_size=self.max_sample_size, min_sample_size=self.min_sample_size,
+            max_tokens=self.max_tokens, shuffle_buffer=self.shuffle_buffer, shuffle=train, random_crop=train,
+            resampled=resampled, samples_per_epoch=self.samples_per_epoch if resampled else None,
+            seed=self.seed, on_corrupt=self.on_corrupt,
+            even_batches=world > 1 and not resampled and dist.is_available() and dist.is_initialized(),
+            prefetch_factor=self.prefetch_factor, pin_memory=self.pin_memory and torch.cuda.is_available(),
+        )
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and train:
+            loader.epoch_fn = lambda: trainer.current_epoch
+        return loader
+
+    def train_dataloader(self) -> EpochLoader:
+        return self._loader(self.train_shards, train=True)
+
+    def val_dataloader(self) -> EpochLoader | list:
+        if self.val_shards is None:
+            return []
+        return self._loader(self.val_shards, train=False)
+
+
+__all__ = [
+    "AudioShardDataModule", "EpochLoader", "LoaderStats", "ShardSource", "ShardStream", "assign_shards",
+    "collate", "distributed_info", "estimate_batch_size", "iterate_batches", "pack_lengths",
+    "plan_resampled_epoch", "resolve_shards",
+]
