@@ -1,0 +1,175 @@
+"""Correlation metrics (pure functions over arrays): SRCC, LCC, Kendall tau, bootstrap intervals, MSE.
+
+Utterance level compares each clip's score with its MOS. System level first averages scores and MOS
+per system, then correlates the means. Confidence intervals are percentile bootstrap intervals with
+a fixed seed: utterances are resampled for utterance level, systems for system level.
+
+    >>> summary = correlate(scores, mos, systems, n_boot=1000, seed=0)
+    >>> summary["utterance"]["srcc"], summary["utterance"]["srcc_ci"]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+
+def _as_arrays(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"expected two 1-D arrays of equal length, got {x.shape} and {y.shape}")
+    return x, y
+
+
+def _degenerate(x: np.ndarray, y: np.ndarray) -> bool:
+    return x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0
+
+
+def srcc(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (ties get average ranks). NaN for fewer than 3 points or a constant."""
+    x, y = _as_arrays(x, y)
+    return math.nan if _degenerate(x, y) else float(stats.spearmanr(x, y).statistic)
+
+
+def lcc(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson linear correlation. NaN for fewer than 3 points or a constant."""
+    x, y = _as_arrays(x, y)
+    return math.nan if _degenerate(x, y) else float(stats.pearsonr(x, y).statistic)
+
+
+def ktau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall tau-b. NaN for fewer than 3 points or a constant."""
+    x, y = _as_arrays(x, y)
+    return math.nan if _degenerate(x, y) else float(stats.kendalltau(x, y).statistic)
+
+
+def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    denom = np.sqrt((a**2).sum(1) * (b**2).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, (a * b).sum(1) / denom, np.nan)
+
+
+def bootstrap_ci(
+    x: Sequence[float],
+    y: Sequence[float],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals ``{"srcc": (lo, hi), "lcc": (lo, hi)}`` over resampled pairs.
+
+    Vectorised: every resample is ranked at once. Degenerate resamples (a constant) are left out.
+    """
+    x, y = _as_arrays(x, y)
+    if x.size < 3 or n_boot < 1:
+        return {"srcc": (math.nan, math.nan), "lcc": (math.nan, math.nan)}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, x.size, size=(n_boot, x.size))
+    bx, by = x[idx], y[idx]
+    lcc_b = _rowwise_pearson(bx, by)
+    srcc_b = _rowwise_pearson(stats.rankdata(bx, axis=1), stats.rankdata(by, axis=1))
+    alpha = (1 - level) / 2
+
+    def interval(v: np.ndarray) -> tuple[float, float]:
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return (math.nan, math.nan)
+        return (float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha)))
+
+    return {"srcc": interval(srcc_b), "lcc": interval(lcc_b)}
+
+
+def fit_linear(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Least-squares ``y ~ a * x + b``; returns ``(a, b)`` (``a = 0`` when ``x`` is constant)."""
+    x, y = _as_arrays(x, y)
+    if x.size == 0:
+        return (0.0, math.nan)
+    if np.ptp(x) == 0:
+        return (0.0, float(y.mean()))
+    a, b = np.polyfit(x, y, 1)
+    return float(a), float(b)
+
+
+def mse_linear(x: Sequence[float], y: Sequence[float]) -> float:
+    """MSE between ``y`` (MOS) and the best linear map of ``x`` onto the MOS scale.
+
+    The map is fitted on the same points, so this is the smallest MSE any affine rescaling of the
+    zero-shot score can reach (an optimistic figure, comparable across measures).
+    """
+    x, y = _as_arrays(x, y)
+    if x.size == 0:
+        return math.nan
+    a, b = fit_linear(x, y)
+    return float(np.mean((a * x + b - y) ** 2))
+
+
+def system_means(
+    scores: Sequence[float], mos: Sequence[float], systems: Sequence[str], min_utterances: int = 1
+) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """Per-system mean score and mean MOS; systems with fewer than ``min_utterances`` clips are dropped.
+
+    Returns ``(system names, mean scores, mean MOS, dropped system names)``.
+    """
+    scores, mos = _as_arrays(scores, mos)
+    if len(systems) != scores.size:
+        raise ValueError(f"got {len(systems)} system labels for {scores.size} scores")
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(systems):
+        groups.setdefault(s, []).append(i)
+    names = sorted(s for s, ix in groups.items() if len(ix) >= min_utterances)
+    dropped = sorted(s for s, ix in groups.items() if len(ix) < min_utterances)
+    ms = np.array([scores[groups[s]].mean() for s in names])
+    mm = np.array([mos[groups[s]].mean() for s in names])
+    return names, ms, mm, dropped
+
+
+def level_summary(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict:
+    """Every metric for one level: n, srcc, lcc, ktau (with p-values), intervals, MSE after a linear map."""
+    x, y = _as_arrays(x, y)
+    ci = bootstrap_ci(x, y, n_boot=n_boot, seed=seed)
+    p_srcc = math.nan if _degenerate(x, y) else float(stats.spearmanr(x, y).pvalue)
+    return {
+        "n": int(x.size),
+        "srcc": srcc(x, y),
+        "srcc_lo": ci["srcc"][0],
+        "srcc_hi": ci["srcc"][1],
+        "srcc_p": p_srcc,
+        "lcc": lcc(x, y),
+        "lcc_lo": ci["lcc"][0],
+        "lcc_hi": ci["lcc"][1],
+        "ktau": ktau(x, y),
+        "mse_linear": mse_linear(x, y),
+    }
+
+
+def correlate(
+    scores: Sequence[float],
+    mos: Sequence[float],
+    systems: Sequence[str] | None = None,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    min_system_utterances: int = 2,
+) -> dict[str, dict]:
+    """Utterance- and (when ``systems`` is given) system-level metrics.
+
+    Systems with fewer than ``min_system_utterances`` clips are left out of the system level and
+    listed in ``result["system"]["dropped_systems"]``.
+    """
+    x, y = _as_arrays(scores, mos)
+    finite = np.isfinite(x) & np.isfinite(y)
+    result = {"utterance": level_summary(x[finite], y[finite], n_boot, seed)}
+    result["utterance"]["dropped_nonfinite"] = int((~finite).sum())
+    if systems is not None:
+        kept_systems = [s for s, f in zip(systems, finite) if f]
+        _, ms, mm, dropped = system_means(x[finite], y[finite], kept_systems, min_system_utterances)
+        result["system"] = level_summary(ms, mm, n_boot, seed)
+        result["system"]["dropped_systems"] = dropped
+    return result

@@ -1,0 +1,306 @@
+"""Scoring audio with a model: one contract, ``score(wavs, lengths, keys) -> {measure: [B]}``.
+
+Every scorer (wav2vec v1 uncertainty, wav2vec2 CTC uncertainty, trivial acoustic features) returns
+*quality-oriented* scores: higher means higher predicted quality (see :mod:`toolkit.scoring.measures`
+for the signs). :func:`score_files` drives any scorer over files: it batches by total audio length,
+reads the cache, loads and checks audio, and counts every skip.
+
+    >>> scorer = Wav2VecScorer(model, draws=3, seed=0)
+    >>> scores = scorer.score(wavs, lengths, keys=["a", "b"])   # wavs [B, time] at 16 kHz
+    >>> scores["entropy.mean"].shape                             # [B]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from toolkit.audio import SAMPLE_RATE, audio_info, load_audio
+from toolkit.errors import AudioError
+from toolkit.scoring.measures import compute_measures, oriented, select_measures
+
+log = logging.getLogger(__name__)
+
+MEASURES_VERSION = 1  # bump when a measure's definition changes: invalidates every cache entry
+
+
+class Scorer(Protocol):
+    """What :func:`score_files` needs from a scorer."""
+
+    name: str
+    measures: list[str]
+    min_samples: int
+    sample_rate: int
+
+    def fingerprint(self) -> dict: ...
+
+    def score(self, wavs: Tensor, lengths: Tensor, keys: Sequence[str] | None = None) -> dict[str, Tensor]: ...
+
+
+def key_seed(seed: int, key: str) -> int:
+    """A 63-bit seed from ``(seed, key)``: each utterance draws its own negatives, whatever the batch."""
+    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def state_dict_hash(module: torch.nn.Module) -> str:
+    """SHA-256 over parameter and buffer names, shapes, dtypes and bytes (the weights' identity)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast_context(device: torch.device, dtype: str | None):
+    """bf16 autocast for the network, or nothing. Measures are always computed in float32."""
+    if dtype in (None, "float32", "fp32"):
+        return contextlib.nullcontext()
+    if dtype in ("bf16", "bfloat16"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    raise ValueError(f"dtype must be float32 or bf16, got {dtype!r}")
+
+
+class Wav2VecScorer:
+    """Contrastive-uncertainty scores of a wav2vec (v1) model.
+
+    The network runs once per batch (``model.encode``); negatives are then drawn ``draws`` times from
+    per-utterance generators seeded by ``(seed, key)``, and each measure is averaged over the draws.
+    Scores therefore do not depend on how utterances are batched.
+    """
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        measures: Sequence[str] | None = None,
+        draws: int = 3,
+        seed: int = 0,
+        device: str | torch.device | None = "cpu",
+        dtype: str | None = None,
+        name: str = "wav2vec",
+    ) -> None:
+        if draws < 1:
+            raise ValueError(f"draws must be >= 1, got {draws}")
+        self.name = name
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
+        self.measures = select_measures(measures)
+        self.draws = draws
+        self.seed = seed
+        self.dtype = dtype
+        autocast_context(self.device, dtype)  # validate early
+        self.min_samples = int(model.min_samples)
+        self._weights_hash: str | None = None
+
+    def fingerprint(self) -> dict:
+        if self._weights_hash is None:
+            self._weights_hash = state_dict_hash(self.model)
+        config = getattr(self.model, "config", None)
+        return {
+            "scorer": "wav2vec",
+            "weights_sha256": self._weights_hash,
+            "config": config.to_dict() if hasattr(config, "to_dict") else None,
+            "draws": self.draws,
+            "seed": self.seed,
+            "negatives": "uniform",
+            "dtype": self.dtype or "float32",
+            "measures": sorted(self.measures),
+            "measures_version": MEASURES_VERSION,
+            "sample_rate": self.sample_rate,
+        }
+
+    @torch.inference_mode()
+    def score(self, wavs: Tensor, lengths: Tensor | None = None, keys: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """Quality-oriented scores ``{measure: [B]}`` (float32, CPU) for ``wavs [B, time]`` at 16 kHz."""
+        if wavs.ndim != 2:
+            raise ValueError(f"wavs must be [batch, time], got {tuple(wavs.shape)}")
+        batch = wavs.shape[0]
+        if lengths is None:
+            lengths = torch.full((batch,), wavs.shape[1], dtype=torch.long)
+        keys = list(keys) if keys is not None else [str(i) for i in range(batch)]
+        if len(keys) != batch:
+            raise ValueError(f"got {len(keys)} keys for a batch of {batch}")
+        short = [(k, int(n)) for k, n in zip(keys, lengths.tolist()) if n < self.min_samples]
+        if short:
+            raise ValueError(
+                f"inputs shorter than the model's minimum of {self.min_samples} samples: "
+                + ", ".join(f"{k} ({n})" for k, n in short)
+            )
+        wavs = wavs.to(self.device, torch.float32)
+        lengths = lengths.to(self.device)
+        with autocast_context(self.device, self.dtype):
+            z, _, predictions, frame_lengths = self.model.encode(wavs, lengths)
+        z, predictions = z.float(), predictions.float()
+        generators = [torch.Generator().manual_seed(key_seed(self.seed, k)) for k in keys]
+        total: dict[str, Tensor] = {}
+        for _ in range(self.draws):
+            negatives = self.model.sample_negatives(frame_lengths, z.shape[-1], generators, "uniform")
+            logits, mask = self.model.contrastive_logits(z, predictions, frame_lengths, negatives)
+            for name, value in compute_measures(logits, mask, self.measures).items():
+                total[name] = total[name] + value if name in total else value
+        return {n: v.cpu() / self.draws for n, v in oriented(total).items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Driving a scorer over files
+
+
+@dataclass
+class Skip:
+    """A file that was not scored, and why."""
+
+    key: str
+    path: str
+    reason: str
+
+
+@dataclass
+class ScoreRun:
+    """Scores per key, skipped files, and counted notes (``"resampled 22050 Hz to 16000 Hz": 12``)."""
+
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    skipped: list[Skip] = field(default_factory=list)
+    notes: Counter = field(default_factory=Counter)
+    cached: int = 0
+    computed: int = 0
+
+
+def plan_batches(lengths: Sequence[int], max_batch_samples: int) -> list[list[int]]:
+    """Group indices, longest first, so that ``len(batch) * longest <= max_batch_samples``.
+
+    A single input longer than the budget forms its own batch.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) + 1) * longest > max_batch_samples:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad(waves: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Right-pad 1-D waveforms: ``([B, max_len], lengths [B])``."""
+    lengths = torch.tensor([w.numel() for w in waves], dtype=torch.long)
+    out = torch.zeros(len(waves), int(lengths.max()))
+    for i, w in enumerate(waves):
+        out[i, : w.numel()] = w
+    return out, lengths
+
+
+def score_files(
+    scorer: Scorer,
+    files: Sequence[tuple[str, str | os.PathLike]],
+    *,
+    cache=None,
+    max_batch_seconds: float = 120.0,
+    skip_bad: bool = False,
+    progress: bool = True,
+    desc: str | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> ScoreRun:
+    """Score ``files`` (``(key, path)`` pairs) with ``scorer``; returns a :class:`ScoreRun`.
+
+    ``cache`` (a :class:`~toolkit.scoring.cache.ScoreCache` for this scorer) is read first and written
+    after every batch, so a killed run resumes where it stopped. Unusable audio (missing, undecodable,
+    empty, NaN, shorter than ``scorer.min_samples``) raises :class:`AudioError` naming the file, or,
+    with ``skip_bad``, is counted in ``ScoreRun.skipped``. Resampling and downmixing are counted in
+    ``ScoreRun.notes``. The key seeds the utterance's negatives: use a stable name (the file name).
+    """
+    from tqdm.auto import tqdm
+
+    run = ScoreRun()
+    todo: list[tuple[str, Path, str | None]] = []
+    for key, path in files:
+        path = Path(path)
+        file_key = cache.file_key(path) if cache is not None else None
+        hit = cache.get(file_key) if cache is not None and file_key is not None else None
+        if hit is not None and all(m in hit for m in scorer.measures):
+            run.scores[key] = {m: hit[m] for m in scorer.measures}
+            run.cached += 1
+        else:
+            todo.append((key, path, file_key))
+
+    def fail(key: str, path: Path, reason: str) -> None:
+        if not skip_bad:
+            raise AudioError(path, reason)
+        log.warning("skipping %s: %s", path, reason)
+        run.skipped.append(Skip(key, str(path), reason))
+
+    # Plan batches from headers (no decoding); estimated lengths at the scorer's rate.
+    sized: list[tuple[str, Path, str | None, int]] = []
+    for key, path, file_key in todo:
+        try:
+            info = audio_info(path)
+        except AudioError as err:
+            fail(key, path, err.problem)
+            continue
+        sized.append((key, path, file_key, int(info.frames * scorer.sample_rate / max(info.sample_rate, 1))))
+    budget = int(max_batch_seconds * scorer.sample_rate)
+    batches = plan_batches([s[3] for s in sized], budget)
+    bar = tqdm(total=len(sized), desc=desc or scorer.name, unit="clip", disable=not progress, leave=False)
+    try:
+        for batch in batches:
+            keys, waves, file_keys, names = [], [], [], []
+            for i in batch:
+                key, path, file_key, _ = sized[i]
+                try:
+                    wave = load_audio(path, scorer.sample_rate)
+                except AudioError as err:
+                    fail(key, path, err.problem)
+                    continue
+                for note in wave.notes:
+                    run.notes[note] += 1
+                if wave.samples.numel() < scorer.min_samples:
+                    fail(
+                        key, path,
+                        f"too short: {wave.samples.numel()} samples at {scorer.sample_rate} Hz, "
+                        f"the model needs at least {scorer.min_samples}",
+                    )
+                    continue
+                keys.append(key)
+                waves.append(wave.samples)
+                file_keys.append(file_key)
+                names.append(path.name)
+            if keys:
+                wavs, lengths = pad(waves)
+                values = scorer.score(wavs, lengths, names)
+                entries = {}
+                for j, key in enumerate(keys):
+                    row = {m: float(values[m][j]) for m in scorer.measures}
+                    run.scores[key] = row
+                    if file_keys[j] is not None:
+                        entries[file_keys[j]] = row
+                if cache is not None and entries:
+                    cache.put_many(entries)
+                run.computed += len(keys)
+            bar.update(len(batch))
+            if on_batch is not None:
+                on_batch(len(batch))
+    finally:
+        bar.close()
+    return run
