@@ -49,7 +49,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset
 
-from toolkit.data.shards import AUDIO_KEYS, INDEX_NAME, ShardIndex, decode_audio, read_shard_index
+from toolkit.data.shards import AUDIO_KEYS, INDEX_NAME, ShardIndex, decode_crop, read_shard_index
 from toolkit.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -234,8 +234,8 @@ class ShardStream(IterableDataset):
             self.stats.corrupt_shards.append(url)
         log.warning("skipping rest of corrupt shard %s: %s", url, problem)
 
-    def _read_shard(self, url: str) -> Iterator[tuple[str, str, bytes]]:
-        """``(key, extension, encoded audio)`` for every complete sample of one tar file."""
+    def _read_shard(self, url: str) -> Iterator[tuple[str, str, bytes, str]]:
+        """``(key, extension, encoded audio, url)`` for every complete sample of one tar file."""
         from webdataset.tariterators import group_by_keys, tar_file_iterator
 
         self.stats.shards += 1
@@ -248,7 +248,7 @@ class ShardStream(IterableDataset):
                         self.stats.corrupt_samples += 1
                         log.warning("%s: sample %s has no audio entry", url, sample.get("__key__"))
                         continue
-                    yield sample["__key__"], audio_key, sample[audio_key]
+                    yield sample["__key__"], audio_key, sample[audio_key], url
         except DataError:
             raise
         except Exception as err:  # tarfile.ReadError, OSError, ... all mean "this shard is damaged"
@@ -269,25 +269,23 @@ class ShardStream(IterableDataset):
         rng.shuffle(buffer)
         yield from buffer
 
-    def _decode(self, items: Iterable[tuple[str, str, bytes]], rng: random.Random) -> Iterator[tuple[str, np.ndarray]]:
-        for key, extension, data in items:
-            try:
-                from toolkit.data.shards import audio_frames
+    def _decode(self, items: Iterable[tuple[str, str, bytes, str]], rng: random.Random) -> Iterator[tuple[str, np.ndarray]]:
+        min_frames = max(self.min_sample_size, 1)
 
-                frames = audio_frames(data, extension)
-                if frames < max(self.min_sample_size, 1):
+        def choose_start(frames: int, take: int) -> int:
+            return rng.randrange(frames - take + 1) if self.random_crop else 0
+
+        for key, extension, data, url in items:
+            try:
+                frames, samples = decode_crop(data, extension, self.max_sample_size, choose_start)
+                if frames < min_frames:
                     self.stats.too_short += 1
                     continue
-                start = 0
-                take = min(frames, self.max_sample_size)
-                if frames > take and self.random_crop:
-                    start = rng.randrange(frames - take + 1)
-                samples = decode_audio(data, extension, start, take)
             except Exception as err:
                 if self.on_corrupt == "error":
-                    raise DataError(key, f"cannot decode {extension} audio ({err})") from None
+                    raise DataError(url, f"sample {key}: cannot decode {extension} audio ({err})") from None
                 self.stats.corrupt_samples += 1
-                log.warning("skipping undecodable sample %s (%s)", key, err)
+                log.warning("%s: skipping undecodable sample %s (%s)", url, key, err)
                 continue
             self.stats.samples += 1
             yield key, samples

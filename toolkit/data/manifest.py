@@ -355,11 +355,11 @@ def _apply_guards(rows: list[ManifestRow], excluded: set[str]) -> None:
     for row in rows:
         if row.status in ("excluded", "duplicate"):  # recompute on resume
             row.status, row.note = "ok", ""
-        if not row.sha256 or row.status in ("unreadable",):
-            continue
+        if not row.sha256 or row.status != "ok":
+            continue  # only usable rows can leak or duplicate
         if row.sha256 in excluded:
             row.status, row.note = "excluded", "content hash found in an evaluation set"
-        elif row.sha256 in seen and row.status == "ok":
+        elif row.sha256 in seen:
             row.status, row.note = "duplicate", f"same content as {seen[row.sha256]}"
         if row.status == "ok":
             seen.setdefault(row.sha256, row.path)

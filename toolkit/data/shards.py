@@ -171,6 +171,30 @@ def decode_audio(data: bytes, extension: str, start: int = 0, frames: int = -1) 
     raise ValueError(f"unknown audio extension {extension!r}")
 
 
+def decode_crop(data: bytes, extension: str, max_frames: int, choose_start=None) -> tuple[int, np.ndarray]:
+    """Decode at most ``max_frames`` samples of an encoded utterance -> ``(total frames, float32 [T])``.
+
+    ``choose_start(frames, take) -> int`` picks the crop's first frame (default 0). Only the crop is
+    decoded, and a FLAC stream is opened once.
+    """
+    if extension == "flac":
+        with sf.SoundFile(io.BytesIO(data)) as handle:
+            frames = handle.frames
+            take = min(frames, max_frames)
+            start = choose_start(frames, take) if choose_start is not None and frames > take else 0
+            if start:
+                handle.seek(start)
+            samples = handle.read(take, dtype="float32")
+    else:
+        frames = audio_frames(data, extension)
+        take = min(frames, max_frames)
+        start = choose_start(frames, take) if choose_start is not None and frames > take else 0
+        samples = decode_audio(data, extension, start, take)
+    if samples.shape[0] != take:
+        raise ValueError(f"decoded {samples.shape[0]} of {take} frames (truncated audio)")
+    return frames, samples
+
+
 # ---------------------------------------------------------------------------------------------
 # Worker: decode one manifest row into encoded chunks
 
@@ -218,9 +242,12 @@ class _ShardSink:
 
     def write(self, sample: dict) -> None:
         entries = {k: v for k, v in sample.items() if k not in _PRIVATE}
-        size = sum(len(v) for v in entries.values() if isinstance(v, bytes)) + 512 * (len(entries) + 1)
+        # tar: a 512-byte header per member, data padded to 512; the archive ends with 1024 zero
+        # bytes and is padded to a 10240-byte record.
+        size = sum(512 + -(-len(v) // 512) * 512 for k, v in entries.items() if k != "__key__")
         if self._writer is not None and (
-            self._current.utterances >= self.max_count or self._current.bytes + size > self.max_bytes
+            self._current.utterances >= self.max_count
+            or -(-(self._current.bytes + size + 1024) // 10240) * 10240 > self.max_bytes
         ):
             self._close()
         if self._writer is None:
@@ -395,6 +422,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = [
-    "INDEX_NAME", "STORAGE_EXTENSIONS", "ShardIndex", "ShardInfo", "audio_frames", "chunk_bounds", "decode_audio",
+    "INDEX_NAME", "STORAGE_EXTENSIONS", "ShardIndex", "ShardInfo", "audio_frames", "chunk_bounds", "decode_audio", "decode_crop",
     "encode_audio", "read_shard_index", "to_int16", "write_shards",
 ]
