@@ -141,3 +141,15 @@ def test_gradients_flow_and_bf16_autocast_is_finite():
     (loss / n).backward()
     assert torch.isfinite(loss)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_logits_implementations_agree():
+    model = wav2vec_tiny().eval()
+    wav = torch.randn(3, 9000)
+    lengths = torch.tensor([9000, 5000, 3000])
+    with torch.no_grad():
+        fast = model(wav, lengths, generator=generators([0, 1, 2]))
+        model.logits_impl = "gather"
+        slow = model(wav, lengths, generator=generators([0, 1, 2]))
+    assert torch.equal(fast.mask, slow.mask)
+    torch.testing.assert_close(fast.logits[fast.mask], slow.logits[slow.mask], atol=1e-5, rtol=1e-5)

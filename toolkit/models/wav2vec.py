@@ -113,6 +113,10 @@ class Wav2VecModel(nn.Module):
         self.dropout_agg = nn.Dropout(config.dropout_agg)
         self.offset = config.offset if config.offset is not None else auto_offset(config.conv_feature_layers)
         self.num_negatives = config.num_negatives
+        # How logits are computed (same numbers, within float rounding): "matmul" scores all frame
+        # pairs with one matmul per step and picks the candidates (faster); "gather" gathers the
+        # candidate latents first (less memory for very long inputs).
+        self.logits_impl: Literal["matmul", "gather"] = "matmul"
 
     @property
     def min_samples(self) -> int:
@@ -177,21 +181,26 @@ class Wav2VecModel(nn.Module):
                 f"{frames} latent frames leave no prediction at offset {self.offset}: "
                 f"the input needs at least {self.min_samples} samples"
             )
-        zt = z.transpose(1, 2)  # [B, F, C]
-        # candidates[b, s, 0] is z at s; candidates[b, s, n + 1] the n-th distractor of target s.
-        gather_idx = negative_indices.reshape(batch, -1, 1).expand(-1, -1, channels)
-        negatives = torch.gather(zt, 1, gather_idx).view(batch, frames, self.num_negatives, channels)
-        candidates = torch.cat([zt.unsqueeze(2), negatives], dim=2)  # [B, F, 1+N, C]
-        # Pad the target axis so that every step slices the same number of context frames.
-        candidates = nn.functional.pad(candidates, (0, 0, 0, 0, 0, steps - 1))
         pred = predictions.permute(0, 3, 2, 1)[:, :, :context_frames]  # [B, K, T, C]
-        logits = torch.stack(
-            [
-                torch.einsum("btc,btjc->btj", pred[:, k], candidates[:, self.offset + k : self.offset + k + context_frames])
-                for k in range(steps)
-            ],
-            dim=1,
-        )
+        # cand[b, s, 0] = s (the true frame), cand[b, s, n + 1] = n-th distractor of target frame s.
+        frame_ids = torch.arange(frames, device=z.device).expand(batch, frames).unsqueeze(-1)
+        cand = torch.cat([frame_ids, negative_indices.to(z.device)], dim=-1)  # [B, F, 1+N]
+        # Pad the target axis so that every step slices the same number of context frames.
+        cand = nn.functional.pad(cand, (0, 0, 0, steps - 1))
+        per_step = []
+        for k in range(steps):
+            targets = cand[:, self.offset + k : self.offset + k + context_frames]  # [B, T, 1+N]
+            if self.logits_impl == "matmul":
+                # All frame-pair scores with one matmul, then pick the candidates (fast on GPU/CPU).
+                scores = torch.bmm(pred[:, k], z)  # [B, T, F]
+                per_step.append(scores.gather(2, targets))
+            else:
+                # Gather the candidate latents, then dot products (memory O(T * N * C)).
+                zt = z.transpose(1, 2)  # [B, F, C]
+                idx = targets.reshape(batch, -1, 1).expand(-1, -1, channels)
+                cands = torch.gather(zt, 1, idx).view(batch, context_frames, -1, channels)
+                per_step.append(torch.einsum("btc,btjc->btj", pred[:, k], cands))
+        logits = torch.stack(per_step, dim=1)
         t = torch.arange(context_frames, device=z.device)
         target = t[None, :] + self.offset + torch.arange(steps, device=z.device)[:, None]  # [K, T]
         mask = target[None] < frame_lengths[:, None, None]
