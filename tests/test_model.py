@@ -153,3 +153,12 @@ def test_logits_implementations_agree():
         slow = model(wav, lengths, generator=generators([0, 1, 2]))
     assert torch.equal(fast.mask, slow.mask)
     torch.testing.assert_close(fast.logits[fast.mask], slow.logits[slow.mask], atol=1e-5, rtol=1e-5)
+
+
+def test_fp16_autocast_keeps_logits_in_float32():
+    model = wav2vec_tiny()
+    wav = torch.randn(2, 8000)
+    with torch.autocast("cpu", dtype=torch.float16):
+        out = model(wav)
+    assert out.logits.dtype == torch.float32
+    assert torch.isfinite(out.logits).all()

@@ -173,6 +173,20 @@ class Wav2VecModel(nn.Module):
         ``logits[b, k, t, 0] = <predictions[b, :, t, k], z[b, :, t + offset + k]>``; index ``n + 1``
         uses ``z[b, :, negative_indices[b, t + offset + k, n]]`` instead.
         """
+        device_type = z.device.type
+        fp16 = z.dtype == torch.float16 or (
+            torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.float16
+        )
+        if fp16:
+            # Dot products of wide latents overflow fp16 (max 65,504) and turn the loss into NaN:
+            # fairseq's model does exactly that under fp16 autocast. Compute them in float32.
+            with torch.autocast(device_type, enabled=False):
+                return self._contrastive_logits(z.float(), predictions.float(), frame_lengths, negative_indices)
+        return self._contrastive_logits(z, predictions, frame_lengths, negative_indices)
+
+    def _contrastive_logits(
+        self, z: Tensor, predictions: Tensor, frame_lengths: Tensor, negative_indices: Tensor
+    ) -> tuple[Tensor, Tensor]:
         batch, channels, frames = z.shape
         steps = predictions.shape[-1]
         context_frames = frames - self.offset
