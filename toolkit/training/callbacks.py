@@ -1,0 +1,535 @@
+"""Callbacks and the checkpoint writer used by ``toolkit pretrain``.
+
+- :class:`AtomicCheckpointIO`: every checkpoint is written to a temporary file beside its final
+  name, fsynced, then renamed. A crash or SIGKILL mid-write leaves the previous checkpoints intact
+  and at most a ``.tmp`` file, which is ignored and cleaned up later. (Lightning's own writer goes
+  through an fsspec transaction whose temporary file lives in the system temp dir: the final move
+  is a copy, not an atomic rename, whenever that is another filesystem, and nothing is fsynced.)
+- :class:`StepCheckpoint`: a checkpoint every N optimizer steps, at the end of training and on
+  SIGTERM; keeps the last K. :func:`find_latest_checkpoint` picks the newest complete one.
+- :class:`ThroughputMonitor`: audio seconds processed per wall-clock second, all ranks together.
+- :class:`CollapseDetector`: flags the constant solution (candidate entropy with ~zero spread).
+- :class:`AdaptationCurve`: scores a held-out MOS set every N steps and logs SRCC per measure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import re
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+from toolkit.errors import ToolkitError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)\.ckpt$")
+# Test-only fault injection: seconds to sleep half-way through writing a checkpoint's bytes.
+SLEEP_ENV = "TOOLKIT_TEST_CHECKPOINT_WRITE_SLEEP"
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic checkpoint files
+# --------------------------------------------------------------------------------------------
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj)`` to ``path`` via a temporary file in the same directory + rename.
+
+    The bytes are fsynced before the rename and the directory after it, so after a crash ``path``
+    holds either the old content or the complete new one. ENOSPC becomes a :class:`ToolkitError`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getbuffer()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            sleep = _test_sleep(path.name)
+            if sleep > 0:
+                half = len(data) // 2
+                handle.write(data[:half])
+                handle.flush()
+                os.fsync(handle.fileno())
+                time.sleep(sleep)
+                handle.write(data[half:])
+            else:
+                handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if err.errno == 28:  # ENOSPC
+            raise ToolkitError(path, "no space left on device while writing the checkpoint") from None
+        raise
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _test_sleep(name: str) -> float:
+    """``TOOLKIT_TEST_CHECKPOINT_WRITE_SLEEP="SECONDS[:NAME_PART]"``: pause half-way through writing
+    checkpoints (those whose file name contains NAME_PART). Fault-injection for tests only."""
+    value = os.environ.get(SLEEP_ENV, "")
+    if not value:
+        return 0.0
+    seconds, _, part = value.partition(":")
+    return float(seconds) if part in name else 0.0
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O through :func:`atomic_torch_save` (local paths)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        atomic_torch_save(checkpoint, path)
+
+
+def checkpoint_step(path: str | os.PathLike) -> int | None:
+    """The step in a ``step-000001234.ckpt`` file name, else ``None``."""
+    match = CHECKPOINT_PATTERN.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
+def is_complete_checkpoint(path: str | os.PathLike) -> bool:
+    """A torch zip archive whose central directory is present (a truncated file has none)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return len(archive.namelist()) > 0
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def list_checkpoints(dirpath: str | os.PathLike) -> list[Path]:
+    """``step-*.ckpt`` files in ``dirpath``, oldest step first."""
+    dirpath = Path(dirpath)
+    if not dirpath.is_dir():
+        return []
+    found = [(checkpoint_step(p), p) for p in dirpath.iterdir() if checkpoint_step(p) is not None]
+    return [p for _, p in sorted(found)]
+
+
+def find_latest_checkpoint(dirpath: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint in ``dirpath`` (skipping any damaged one), or ``None``."""
+    for path in reversed(list_checkpoints(dirpath)):
+        if is_complete_checkpoint(path):
+            return path
+        log.warning("ignoring incomplete checkpoint %s", path)
+    return None
+
+
+class StepCheckpoint(pl.Callback):
+    """Checkpoint every ``every_n_steps`` optimizer steps, at the end, and on SIGTERM; keep the last K.
+
+    Files are ``<dirpath>/step-<global step, 9 digits>.ckpt``, written once (by global rank 0)
+    through the trainer's checkpoint I/O (:class:`AtomicCheckpointIO` under ``toolkit pretrain``).
+    Older files are deleted only after the new one is complete.
+
+    Args:
+        dirpath: Where to write; default ``<trainer.default_root_dir>/checkpoints``.
+        every_n_steps: Interval in optimizer steps (0: only at the end and on SIGTERM).
+        keep_last: How many of the newest checkpoints to keep (at least 1).
+        save_on_sigterm: Write a checkpoint when training stops because of SIGTERM.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        every_n_steps: int = 1000,
+        keep_last: int = 3,
+        save_on_sigterm: bool = True,
+    ) -> None:
+        if keep_last < 1:
+            raise ToolkitError("checkpoint.keep_last", f"must be at least 1, got {keep_last}")
+        if every_n_steps < 0:
+            raise ToolkitError("checkpoint.every_n_steps", f"must be >= 0, got {every_n_steps}")
+        self.dirpath = dirpath
+        self.every_n_steps = every_n_steps
+        self.keep_last = keep_last
+        self.save_on_sigterm = save_on_sigterm
+        self._last_saved_step: int | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.dirpath is None:
+            self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+
+    def checkpoint_path(self, step: int) -> Path:
+        return Path(self.dirpath) / f"step-{step:09d}.ckpt"
+
+    def save(self, trainer: pl.Trainer) -> Path:
+        step = int(trainer.global_step)
+        path = self.checkpoint_path(step)
+        trainer.save_checkpoint(path, weights_only=False)  # all ranks; only global rank 0 writes
+        self._last_saved_step = step
+        if trainer.is_global_zero:
+            self._prune()
+            rank_zero_info(f"checkpoint: {path}")
+        return path
+
+    def _prune(self) -> None:
+        for path in list_checkpoints(self.dirpath)[: -self.keep_last]:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        for tmp in Path(self.dirpath).glob(".step-*.ckpt.*.tmp"):
+            if not _pid_alive(tmp):
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if self.every_n_steps and step > 0 and step % self.every_n_steps == 0 and step != self._last_saved_step:
+            self.save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_step != self._last_saved_step and trainer.global_step > 0:
+            self.save(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not self.save_on_sigterm or not isinstance(exception, SIGTERMException):
+            return
+        if trainer.global_step != self._last_saved_step and trainer.global_step > 0:
+            rank_zero_info("SIGTERM: writing a checkpoint before exiting")
+            self.save(trainer)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_saved_step": self._last_saved_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._last_saved_step = state_dict.get("last_saved_step")
+
+
+def _pid_alive(tmp: Path) -> bool:
+    """Whether the writer of ``.<name>.<pid>.tmp`` is still running on this host."""
+    try:
+        pid = int(tmp.name.rsplit(".", 2)[-2])
+    except (ValueError, IndexError):
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Monitoring
+# --------------------------------------------------------------------------------------------
+
+
+class ThroughputMonitor(pl.Callback):
+    """Logs ``train/audio_sec_per_sec``: audio seconds of the batch over wall time since the last
+    batch ended (data loading included), summed over ranks; and ``train/audio_hours`` seen so far.
+
+    Args:
+        sample_rate: Rate of ``batch["lengths"]`` (samples per second).
+    """
+
+    def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
+        self.sample_rate = sample_rate
+        self._last: float | None = None
+        self.audio_seconds = 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        now = time.perf_counter()
+        elapsed = max(now - (self._last or now), 1e-9)
+        self._last = now
+        seconds = float(batch["lengths"].sum()) / self.sample_rate
+        self.audio_seconds += seconds * trainer.world_size  # approximate: ranks see similar batches
+        batch_size = int(batch["lengths"].shape[0])
+        rate = torch.tensor(seconds / elapsed, device=pl_module.device)
+        pl_module.log("train/audio_sec_per_sec", rate, reduce_fx="sum", sync_dist=True, batch_size=batch_size)
+        pl_module.log("train/audio_hours", self.audio_seconds / 3600, batch_size=batch_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"audio_seconds": self.audio_seconds}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.audio_seconds = float(state_dict.get("audio_seconds", 0.0))
+
+
+class CollapseDetector(pl.Callback):
+    """Detects the constant solution: every candidate equally likely, whatever the input.
+
+    There the softmax entropy over the 1 + N candidates is ``ln(1 + N)`` for every prediction, so its
+    spread across the batch (``train/entropy_std``, computed by the module) is ~0. Logs
+    ``train/collapsed`` (1.0 while collapsed) and ``train/collapsed_steps``; warns when a collapse
+    lasts ``patience`` steps and when it ends.
+
+    Args:
+        entropy_std_threshold: Spread (nats) below which a step counts as collapsed.
+        patience: Consecutive collapsed steps before warning.
+        stop_after: Stop training after this many consecutive collapsed steps (``null``: never).
+    """
+
+    def __init__(self, entropy_std_threshold: float = 0.01, patience: int = 20, stop_after: int | None = None) -> None:
+        self.threshold = entropy_std_threshold
+        self.patience = patience
+        self.stop_after = stop_after
+        self.run_length = 0
+        self.collapsed_steps = 0
+        self.warned = False
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not isinstance(outputs, dict) or "entropy_std" not in outputs:
+            return
+        std = float(outputs["entropy_std"])
+        collapsed = std == std and std < self.threshold  # NaN (no predictions) is not a collapse
+        if collapsed:
+            self.run_length += 1
+            self.collapsed_steps += 1
+            if self.run_length >= self.patience and not self.warned:
+                rank_zero_warn(
+                    f"step {trainer.global_step}: training sits on the constant solution "
+                    f"(candidate-entropy spread {std:.2g} < {self.threshold}) for {self.run_length} steps; "
+                    "checkpoints from here score nothing"
+                )
+                self.warned = True
+        else:
+            if self.warned:
+                rank_zero_info(f"step {trainer.global_step}: left the constant solution after {self.run_length} steps")
+            self.run_length = 0
+            self.warned = False
+        pl_module.log("train/collapsed", float(collapsed))
+        pl_module.log("train/collapsed_steps", float(self.collapsed_steps))
+        if self.stop_after is not None and self.run_length >= self.stop_after:
+            rank_zero_warn(f"collapsed for {self.run_length} steps: stopping (collapse.stop_after)")
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"run_length": self.run_length, "collapsed_steps": self.collapsed_steps}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.run_length = int(state_dict.get("run_length", 0))
+        self.collapsed_steps = int(state_dict.get("collapsed_steps", 0))
+
+
+# --------------------------------------------------------------------------------------------
+# Adaptation curve: SRCC on a held-out MOS set during pretraining
+# --------------------------------------------------------------------------------------------
+
+
+def correlations(scores: dict[str, list[float]], mos: list[float], systems: list[str | None]) -> list[dict]:
+    """Utterance- and (where systems are labelled) system-level SRCC of each measure's scores.
+
+    ``scores`` are quality-oriented (higher = better predicted quality). Returns rows
+    ``{"measure", "level", "n", "srcc"}``.
+    """
+    from toolkit.scoring.metrics import srcc, system_means
+
+    rows = []
+    labelled = [i for i, s in enumerate(systems) if s is not None]
+    for name, values in scores.items():
+        rows.append({"measure": name, "level": "utterance", "n": len(values), "srcc": srcc(values, mos)})
+        if len(labelled) >= 3:
+            names, ms, mm, _ = system_means(
+                [values[i] for i in labelled], [mos[i] for i in labelled], [systems[i] for i in labelled]
+            )
+            rows.append({"measure": name, "level": "system", "n": len(names), "srcc": srcc(ms, mm)})
+    return rows
+
+
+class AdaptationCurve(pl.Callback):
+    """Every ``every_n_steps`` optimizer steps, score a held-out MOS set and log SRCC per measure.
+
+    Scores come from :class:`toolkit.scoring.scorer.Wav2VecScorer` (the evaluator's code: same
+    measures, same sign convention, fixed negatives per clip), so the curve matches what
+    ``toolkit evaluate`` reports for the saved checkpoints. Logged as
+    ``adaptation/<measure>/srcc_utt`` and ``.../srcc_sys``; also written (global rank 0 only) to
+    ``<root>/adaptation/curve.csv`` and ``curve.png`` for users without W&B. Disabled when
+    ``dataset`` is ``null``.
+
+    Args:
+        dataset: A MOS set spec as accepted by ``toolkit evaluate`` (e.g.
+            ``yourtts:../shared/data/mos/yourtts:PT`` or ``csv:mos.csv``), or ``null``.
+        every_n_steps: Interval in optimizer steps; also scored before the first step.
+        max_clips: Score a seeded random subset of this many clips (bounded cost).
+        max_seconds: Crop clips to their first N seconds.
+        measures: Measure names or patterns (see ``toolkit.scoring.measures``).
+        draws: Negative draws per clip, averaged.
+        seed: Subset and negative-sampling seed.
+        output: Folder for curve.csv / curve.png (default ``<trainer.default_root_dir>/adaptation``).
+    """
+
+    def __init__(
+        self,
+        dataset: str | None = None,
+        every_n_steps: int = 1000,
+        max_clips: int = 200,
+        max_seconds: float = 10.0,
+        measures: list[str] | None = None,
+        draws: int = 1,
+        seed: int = 0,
+        output: str | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.every_n_steps = every_n_steps
+        self.max_clips = max_clips
+        self.max_seconds = max_seconds
+        self.measures = measures or ["entropy.mean", "p_pos.mean", "loss_bce"]
+        self.draws = draws
+        self.seed = seed
+        self.output = output
+        self.history: list[dict] = []
+        self._clips: list[tuple[str, torch.Tensor, float, str | None]] | None = None
+        self._last_step: int | None = None
+        if dataset is not None:
+            from toolkit.scoring.measures import select_measures
+
+            try:
+                self.measures = select_measures(self.measures)
+            except ValueError as err:
+                raise ToolkitError("adaptation.measures", str(err)) from None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.dataset is None:
+            return
+        if self.output is None:
+            self.output = os.path.join(trainer.default_root_dir, "adaptation")
+        if trainer.is_global_zero and self._clips is None:
+            self._clips = self._load_clips(int(pl_module.model.min_samples))
+
+    def _load_clips(self, min_samples: int) -> list[tuple[str, torch.Tensor, float, str | None]]:
+        from toolkit.audio import load_audio
+        from toolkit.errors import AudioError
+        from toolkit.scoring.datasets import load_dataset
+
+        data = load_dataset(self.dataset).subset(self.max_clips, seed=self.seed)
+        limit = int(self.max_seconds * SAMPLE_RATE)
+        clips, skipped = [], 0
+        for item in data.items:
+            try:
+                wave = load_audio(item.path, SAMPLE_RATE).samples
+            except AudioError as err:
+                log.warning("adaptation curve: skipping %s (%s)", item.path, err)
+                skipped += 1
+                continue
+            wave = torch.as_tensor(wave[:limit], dtype=torch.float32)
+            if wave.shape[0] < min_samples:
+                skipped += 1
+                continue
+            clips.append((item.utt_id, wave, float(item.mos), item.system))
+        if len(clips) < 3:
+            raise ToolkitError(self.dataset, f"only {len(clips)} usable clips for the adaptation curve (need 3)")
+        rank_zero_info(f"adaptation curve: {len(clips)} clips of {data.name} ({skipped} skipped)")
+        return clips
+
+    @torch.no_grad()
+    def evaluate(self, pl_module: pl.LightningModule, step: int) -> list[dict]:
+        """Score the clips with the current weights; returns (and records) the SRCC rows."""
+        from toolkit.scoring.scorer import Wav2VecScorer
+
+        model = pl_module.model
+        was_training = model.training
+        scorer = Wav2VecScorer(model, self.measures, draws=self.draws, seed=self.seed, device=pl_module.device)
+        scores: dict[str, list[float]] = {name: [] for name in self.measures}
+        try:
+            for key, wave, _, _ in self._clips:
+                out = scorer.score(wave[None], torch.tensor([wave.shape[0]]), [key])
+                for name in self.measures:
+                    scores[name].append(float(out[name][0]))
+        finally:
+            model.train(was_training)
+        rows = correlations(scores, [c[2] for c in self._clips], [c[3] for c in self._clips])
+        for row in rows:
+            row["step"] = step
+        self.history.extend(rows)
+        return rows
+
+    def _maybe_run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        step = int(trainer.global_step)
+        if self.dataset is None or step == self._last_step:
+            return
+        if step % self.every_n_steps != 0 or any(r["step"] == step for r in self.history):
+            return
+        self._last_step = step
+        if not trainer.is_global_zero:
+            return
+        rows = self.evaluate(pl_module, step)
+        metrics = {
+            f"adaptation/{r['measure']}/srcc_{'utt' if r['level'] == 'utterance' else 'sys'}": r["srcc"] for r in rows
+        }
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+        self.write(Path(self.output))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._maybe_run(trainer, pl_module)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        self._maybe_run(trainer, pl_module)
+
+    def write(self, folder: Path) -> None:
+        """``curve.csv`` (step, measure, level, n, srcc) and ``curve.png``, both atomically."""
+        from toolkit.io import atomic_write
+
+        lines = ["step,measure,level,n,srcc"]
+        lines += [f"{r['step']},{r['measure']},{r['level']},{r['n']},{r['srcc']:.6f}" for r in self.history]
+        with atomic_write(folder / "curve.csv") as handle:
+            handle.write("\n".join(lines) + "\n")
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:  # pragma: no cover
+            return
+        levels = sorted({r["level"] for r in self.history}, reverse=True)
+        fig, axes = plt.subplots(1, len(levels), figsize=(5 * len(levels), 3.5), squeeze=False)
+        for ax, level in zip(axes[0], levels):
+            for name in self.measures:
+                pts = [(r["step"], r["srcc"]) for r in self.history if r["measure"] == name and r["level"] == level]
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", label=name)
+            ax.axhline(0, color="grey", lw=0.5)
+            ax.set_title(f"{level}-level SRCC with MOS")
+            ax.set_xlabel("pretraining step")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        with atomic_write(folder / "curve.png", "wb") as handle:
+            fig.savefig(handle, format="png", dpi=100)
+        plt.close(fig)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": [dict(r) for r in self.history]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
