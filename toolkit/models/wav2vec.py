@@ -295,40 +295,48 @@ def _layout(channels: int, context_kernels: range) -> dict:
     return {"conv_feature_layers": encoder, "conv_aggregator_layers": context}
 
 
+# Named architectures. `large` is fairseq's released wav2vec_large.pt (32,537,088 parameters).
+PRESET_CONFIGS: dict[str, Wav2VecConfig] = {
+    "large": Wav2VecConfig(),
+    # the large layout at 256 channels (8.1M): GPU pretraining on tens of hours
+    "medium": Wav2VecConfig(**_layout(256, range(2, 14))),
+    # 128 channels, context kernels 2..9 (1.3M): CPU pretraining and the embedded default
+    "small": Wav2VecConfig(**_layout(128, range(2, 10))),
+    # 32 channels, 4 context layers: tests only (fast on CPU, not for results)
+    "tiny": Wav2VecConfig(**_layout(32, range(2, 6))),
+}
+
+
 def wav2vec_large(**overrides) -> Wav2VecModel:
     """fairseq's released ``wav2vec_large.pt``: 512 channels, context kernels 2..13, 32,537,088 parameters."""
-    return wav2vec_model(Wav2VecConfig(), **overrides)
+    return wav2vec_model(PRESET_CONFIGS["large"], **overrides)
 
 
 def wav2vec_medium(**overrides) -> Wav2VecModel:
     """The large layout at 256 channels (8.1M parameters): GPU pretraining on tens of hours."""
-    return wav2vec_model(Wav2VecConfig(**_layout(256, range(2, 14))), **overrides)
+    return wav2vec_model(PRESET_CONFIGS["medium"], **overrides)
 
 
 def wav2vec_small(**overrides) -> Wav2VecModel:
     """128 channels, context kernels 2..9 (1.3M parameters): CPU pretraining and the embedded default."""
-    return wav2vec_model(Wav2VecConfig(**_layout(128, range(2, 10))), **overrides)
+    return wav2vec_model(PRESET_CONFIGS["small"], **overrides)
 
 
 def wav2vec_tiny(**overrides) -> Wav2VecModel:
     """32 channels, 4 context layers: for tests only (fast on CPU, not for results)."""
-    return wav2vec_model(Wav2VecConfig(**_layout(32, range(2, 6))), **overrides)
+    return wav2vec_model(PRESET_CONFIGS["tiny"], **overrides)
 
 
-PRESETS = {
-    "large": wav2vec_large,
-    "medium": wav2vec_medium,
-    "small": wav2vec_small,
-    "tiny": wav2vec_tiny,
-}
-
-
-def build_preset(name: str, **overrides) -> Wav2VecModel:
-    """Build a named preset (``large``, ``medium``, ``small``, ``tiny``)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    return PRESETS[name](**overrides)
+PRESETS = {"large": wav2vec_large, "medium": wav2vec_medium, "small": wav2vec_small, "tiny": wav2vec_tiny}
 
 
 def preset_config(name: str) -> Wav2VecConfig:
-    return build_preset(name).config
+    """The architecture of a named preset (``large``, ``medium``, ``small``, ``tiny``)."""
+    if name not in PRESET_CONFIGS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESET_CONFIGS)}")
+    return PRESET_CONFIGS[name]
+
+
+def build_preset(name: str, **overrides) -> Wav2VecModel:
+    """Build a named preset, with optional config overrides."""
+    return wav2vec_model(preset_config(name), **overrides)
