@@ -21,6 +21,15 @@ from toolkit.errors import AudioError
 
 SAMPLE_RATE = 16_000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".oga")
+# libsndfile container names each extension may hold (the content decides how it is decoded).
+_EXTENSION_FORMATS = {
+    ".wav": {"WAV", "WAVEX", "RF64", "W64"},
+    ".flac": {"FLAC"},
+    ".ogg": {"OGG"},
+    ".oga": {"OGG"},
+    ".opus": {"OGG"},
+    ".mp3": {"MP3", "MPEG"},
+}
 
 
 @dataclass(frozen=True)
@@ -101,16 +110,21 @@ def load_audio(
     path = Path(path)
     _check_exists(path)
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as handle:
+            rate, container = handle.samplerate, handle.format
+            data = handle.read(dtype="float32", always_2d=True)
     except Exception as err:
         raise AudioError(path, f"cannot decode audio ({_short(err)})") from None
     channels = data.shape[1]
+    notes: list[str] = []
+    expected = _EXTENSION_FORMATS.get(path.suffix.lower())
+    if expected is not None and container not in expected:
+        notes.append(f"content is {container}, not what the extension {path.suffix} says")
     if data.shape[0] == 0:
         raise AudioError(path, "zero-length audio (0 samples)")
     if not allow_nonfinite and not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
         raise AudioError(path, f"{bad} NaN/Inf samples")
-    notes: list[str] = []
     mono = data.mean(axis=1) if channels > 1 else data[:, 0]
     if channels > 1:
         notes.append(f"downmixed {channels} channels to mono")
