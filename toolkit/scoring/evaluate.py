@@ -87,29 +87,19 @@ class EvaluationResult:
 # Candidates
 
 
-def checkpoint_step(path: str | os.PathLike) -> int | None:
-    """Pretraining step from the checkpoint header (``step``/``global_step``), else from the file name."""
-    try:
-        from toolkit.models.checkpoint import safe_torch_load
-
-        data = safe_torch_load(path)
-        for holder in (data, data.get("toolkit", {}) if isinstance(data, dict) else {}):
-            if isinstance(holder, dict):
-                for key in ("step", "global_step"):
-                    if isinstance(holder.get(key), int):
-                        return int(holder[key])
-    except Exception:  # header unreadable or loader absent: fall back to the name
-        pass
+def step_from_name(path: str | os.PathLike) -> int | None:
+    """A step written in a file name (``step=1200.ckpt``, ``step-1200.pt``, ``step_1200``)."""
     match = re.search(r"step[=_-]?(\d+)", Path(path).name)
     return int(match.group(1)) if match else None
 
 
-def load_checkpoint_model(path: str | os.PathLike) -> torch.nn.Module:
-    try:
-        from toolkit.models.checkpoint import load_model
-    except ImportError:
-        raise CheckpointError(path, "checkpoint loading is not available (toolkit.models.checkpoint missing)") from None
-    return load_model(path, map_location="cpu")
+def load_checkpoint_model(path: str | os.PathLike) -> tuple[torch.nn.Module, int | None]:
+    """``(model, pretraining step)``: the step from the checkpoint header, else from the file name."""
+    from toolkit.models.checkpoint import load_checkpoint
+
+    model, info = load_checkpoint(path)
+    step = info.get("step")
+    return model, int(step) if step is not None else step_from_name(path)
 
 
 def seeded_random_model(config, seed: int) -> torch.nn.Module:
@@ -176,9 +166,14 @@ def make_candidates(
         path = Path(text)
         if not path.exists():
             raise CheckpointError(path, "file not found")
-        name = _unique(path.stem, taken)
-        step = checkpoint_step(path)
-        out.append(Candidate(name, "checkpoint", lambda p=path, n=name: wav2vec(load_checkpoint_model(p), n), step, str(path)))
+        cand = Candidate(_unique(path.stem, taken), "checkpoint", lambda: None, step_from_name(path), str(path))
+
+        def build_path(c=cand, p=path):
+            model, c.step = load_checkpoint_model(p)
+            return wav2vec(model, c.name)
+
+        cand.build = build_path
+        out.append(cand)
 
     for control in controls:
         if control == "acoustic":

@@ -1,0 +1,85 @@
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from toolkit.scoring.metrics import (
+    bootstrap_ci,
+    correlate,
+    fit_linear,
+    ktau,
+    lcc,
+    mse_linear,
+    srcc,
+    system_means,
+)
+
+
+def test_point_metrics_match_known_values():
+    x = [1, 2, 3, 4, 5]
+    assert srcc(x, [2, 4, 6, 8, 100]) == pytest.approx(1.0)
+    assert srcc(x, [5, 4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert lcc(x, [2, 4, 6, 8, 10]) == pytest.approx(1.0)
+    assert lcc(x, [2, 4, 6, 8, 100]) < 0.8
+    assert ktau(x, [1, 3, 2, 4, 5]) == pytest.approx(0.8)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=50), rng.normal(size=50)
+    assert srcc(a, b) == pytest.approx(stats.spearmanr(a, b).statistic)
+
+
+def test_degenerate_inputs_give_nan_not_errors():
+    assert math.isnan(srcc([1, 2], [1, 2]))
+    assert math.isnan(lcc([1, 1, 1], [1, 2, 3]))
+    with pytest.raises(ValueError, match="equal length"):
+        srcc([1, 2, 3], [1, 2])
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_estimate():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=200)
+    y = 0.5 * x + rng.normal(size=200)
+    ci = bootstrap_ci(x, y, n_boot=500, seed=3)
+    assert ci == bootstrap_ci(x, y, n_boot=500, seed=3)
+    assert ci != bootstrap_ci(x, y, n_boot=500, seed=4)
+    lo, hi = ci["srcc"]
+    assert lo < srcc(x, y) < hi and 0.1 < hi - lo < 0.4
+    lo, hi = ci["lcc"]
+    assert lo < lcc(x, y) < hi
+    # a perfect ranking has a degenerate interval at 1
+    assert bootstrap_ci(x, 2 * x + 1, n_boot=100)["srcc"] == pytest.approx((1.0, 1.0))
+
+
+def test_independent_data_interval_covers_zero():
+    rng = np.random.default_rng(2)
+    ci = bootstrap_ci(rng.normal(size=300), rng.normal(size=300), n_boot=400)
+    assert ci["srcc"][0] < 0 < ci["srcc"][1]
+
+
+def test_linear_mapping_and_mse():
+    x = np.array([0.0, 1.0, 2.0, 3.0])
+    assert fit_linear(x, 2 * x + 1) == pytest.approx((2.0, 1.0))
+    assert mse_linear(x, 2 * x + 1) == pytest.approx(0.0, abs=1e-12)
+    y = np.array([1.0, 3.0, 2.0, 4.0])
+    a, b = fit_linear(x, y)
+    assert mse_linear(x, y) == pytest.approx(np.mean((a * x + b - y) ** 2))
+    assert fit_linear([1, 1, 1], [1, 2, 3]) == (0.0, 2.0)
+
+
+def test_system_level_means_and_dropped_singletons():
+    scores = [1, 2, 3, 10, 11, 5]
+    mos = [1, 1, 1, 4, 4, 2]
+    systems = ["a", "a", "a", "b", "b", "c"]
+    names, ms, mm, dropped = system_means(scores, mos, systems, min_utterances=2)
+    assert names == ["a", "b"] and dropped == ["c"]
+    assert ms.tolist() == [2.0, 10.5] and mm.tolist() == [1.0, 4.0]
+    res = correlate(scores, mos, systems, n_boot=50)
+    assert res["system"]["n"] == 2 and res["system"]["dropped_systems"] == ["c"]
+    assert math.isnan(res["system"]["srcc"])  # 2 systems: too few to correlate
+    assert res["utterance"]["n"] == 6 and res["utterance"]["srcc"] > 0.8
+
+
+def test_nonfinite_scores_are_dropped_and_counted():
+    res = correlate([1, 2, float("nan"), 4, 5], [1, 2, 3, 4, 5], n_boot=20)
+    assert res["utterance"]["n"] == 4 and res["utterance"]["dropped_nonfinite"] == 1
+    assert "system" not in res

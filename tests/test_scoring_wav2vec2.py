@@ -1,0 +1,76 @@
+import pytest
+import torch
+from torchaudio.models import wav2vec2_model
+
+from toolkit.scoring.scorer import pad
+from toolkit.scoring.wav2vec2 import MEASURES, Wav2Vec2CTCScorer, load_wav2vec2, save_wav2vec2, set_handicap
+
+TINY = dict(
+    extractor_mode="layer_norm",
+    extractor_conv_layer_config=[(16, 10, 5), (16, 3, 2), (16, 2, 2)],
+    extractor_conv_bias=True,
+    encoder_embed_dim=32,
+    encoder_projection_dropout=0.1,
+    encoder_pos_conv_kernel=8,
+    encoder_pos_conv_groups=4,
+    encoder_num_layers=2,
+    encoder_num_heads=2,
+    encoder_attention_dropout=0.1,
+    encoder_ff_interm_features=64,
+    encoder_ff_interm_dropout=0.1,
+    encoder_dropout=0.1,
+    encoder_layer_norm_first=True,
+    encoder_layer_drop=0.0,
+    aux_num_out=12,
+)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return wav2vec2_model(**TINY)
+
+
+def _waves():
+    g = torch.Generator().manual_seed(1)
+    return [0.1 * torch.randn(n, generator=g) for n in (8000, 5000)]
+
+
+def test_deterministic_without_dropout_and_masks_padding(model):
+    scorer = Wav2Vec2CTCScorer(model, dropout=0.0, passes=1)
+    waves = _waves()
+    wavs, lengths = pad(waves)
+    a = scorer.score(wavs, lengths)
+    assert set(a) == set(MEASURES) and a["ctc_entropy.mean"].shape == (2,)
+    assert torch.equal(a["ctc_entropy.mean"], scorer.score(wavs, lengths)["ctc_entropy.mean"])
+    assert torch.allclose(a["ctc_mutual_info.mean"], torch.zeros(2), atol=1e-5)  # one pass: no disagreement
+    alone = scorer.score(waves[1][None])
+    assert a["ctc_entropy.mean"][1].item() == pytest.approx(alone["ctc_entropy.mean"][0].item(), abs=1e-4)
+    assert (a["ctc_entropy.mean"] < 0).all()  # reported as minus the entropy
+
+
+def test_handicap_dropout_passes_are_seeded_and_disagree(model):
+    wavs, lengths = pad(_waves())
+    h = Wav2Vec2CTCScorer(model, dropout=0.3, passes=4, seed=3)
+    assert h.sites > 0
+    a, b = h.score(wavs, lengths), h.score(wavs, lengths)
+    assert torch.equal(a["ctc_entropy.mean"], b["ctc_entropy.mean"])  # same seed, same passes
+    assert (a["ctc_mutual_info.mean"] < -1e-6).all()  # passes disagree (score = minus the MI)
+    c = Wav2Vec2CTCScorer(model, dropout=0.3, passes=4, seed=4).score(wavs, lengths)
+    assert not torch.equal(a["ctc_entropy.mean"], c["ctc_entropy.mean"])
+    set_handicap(model, 0.0)
+    assert not any(m.training for m in model.modules())
+
+
+def test_save_load_roundtrip_and_bad_input(model, tmp_path):
+    path = tmp_path / "asr.pt"
+    save_wav2vec2(path, model, TINY)
+    loaded = load_wav2vec2(path)
+    w = _waves()[0][None]
+    s1 = Wav2Vec2CTCScorer(model).score(w)["ctc_entropy.mean"]
+    s2 = Wav2Vec2CTCScorer(loaded).score(w)["ctc_entropy.mean"]
+    assert torch.allclose(s1, s2)
+    with pytest.raises(ValueError, match="no CTC head"):
+        Wav2Vec2CTCScorer(wav2vec2_model(**{**TINY, "aux_num_out": None}))
+    with pytest.raises(ValueError, match="dropout probability"):
+        Wav2Vec2CTCScorer(model, dropout=1.5)
