@@ -74,3 +74,22 @@ def test_save_load_roundtrip_and_bad_input(model, tmp_path):
         Wav2Vec2CTCScorer(wav2vec2_model(**{**TINY, "aux_num_out": None}))
     with pytest.raises(ValueError, match="dropout probability"):
         Wav2Vec2CTCScorer(model, dropout=1.5)
+
+
+def test_cli_scores_a_local_wav2vec2_model(model, tmp_path, capsys):
+    from toolkit.audio import save_audio
+    from toolkit.cli import main
+
+    save_wav2vec2(tmp_path / "asr.pt", model, TINY)
+    rows = ["path,mos,system"]
+    for i in range(6):
+        save_audio(tmp_path / f"c{i}.wav", (0.05 + 0.05 * i) * torch.randn(6000 + 500 * i), 16000)
+        rows.append(f"c{i}.wav,{1 + i * 0.5},s{i % 2}")
+    (tmp_path / "set.csv").write_text("\n".join(rows) + "\n")
+    code = main(["evaluate", "--wav2vec2", str(tmp_path / "asr.pt"), "--handicap", "0.2", "--passes", "3",
+                 "--dataset", f"csv:{tmp_path / 'set.csv'}", "--output", str(tmp_path / "out"), "--bootstrap", "20",
+                 "--wandb-mode", "disabled", "--no-progress", "--no-plots", "--device", "cpu"])
+    assert code == 0
+    text = (tmp_path / "out" / "results.csv").read_text()
+    assert "asr-ctc-p0.2x3,checkpoint,,set,ctc_mutual_info.mean,-1,utterance,6," in text
+    assert "ctc_entropy.mean" in capsys.readouterr().out

@@ -484,6 +484,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (default 1000)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--wav2vec2", action="append", default=[], metavar="PATH",
+                        help="also score with a local wav2vec 2.0 CTC model (toolkit-saved .pt, fairseq .pt or HF folder): "
+                        "CTC-entropy measures")
+    parser.add_argument("--handicap", type=float, default=0.0, help="inference-time dropout p for --wav2vec2 (default 0)")
+    parser.add_argument("--passes", type=int, default=1, help="stochastic passes K for --wav2vec2 (default 1)")
     parser.add_argument("--wandb-mode", default="offline", choices=("online", "offline", "disabled"),
                         help="W&B logging (default offline: files under OUTPUT/wandb, no network)")
 
@@ -494,10 +499,18 @@ def run(args: argparse.Namespace) -> int:
         measures = M.select_measures(measures)
     except ValueError as err:
         raise ToolkitError("--measures", str(err)) from None
-    if not args.checkpoints and not args.control:
+    if not args.checkpoints and not args.control and not args.wav2vec2:
         raise ToolkitError("evaluate", "nothing to evaluate: give a CHECKPOINT, random:PRESET or a --control")
+    checkpoints: list = list(args.checkpoints)
+    for path in args.wav2vec2:
+        from toolkit.scoring.wav2vec2 import Wav2Vec2CTCScorer, load_wav2vec2
+
+        name = f"{Path(path).stem}-ctc" + (f"-p{args.handicap:g}x{args.passes}" if args.handicap else "")
+        scorer = Wav2Vec2CTCScorer(load_wav2vec2(path), dropout=args.handicap, passes=args.passes, seed=args.seed,
+                                   device=args.device, dtype="bf16" if args.bf16 else None, name=name)
+        checkpoints.append((name, scorer))
     evaluate(
-        args.checkpoints, args.dataset, measures, controls=args.control, output_dir=args.output,
+        checkpoints, args.dataset, measures, controls=args.control, output_dir=args.output,
         draws=args.draws, seed=args.seed, device=args.device, dtype="bf16" if args.bf16 else None,
         max_batch_seconds=args.batch_seconds, cache_dir=args.cache, use_cache=not args.no_cache,
         skip_bad=args.skip_bad, n_boot=args.bootstrap, limit=args.limit, wandb_mode=args.wandb_mode,
