@@ -367,15 +367,11 @@ def check_evaluate_arguments(checkpoint: str, extra: Sequence[str], output: str)
     Unknown options, missing values and (where the evaluator checks them at parse time) missing
     dataset paths fail now with the evaluator's message.
     """
-    try:
-        from toolkit.scoring import evaluate as evaluator
-    except ImportError:
-        return
-    add = getattr(evaluator, "add_arguments", None)
-    if add is None:
-        return
+    import importlib
+
+    evaluator = importlib.import_module("toolkit.scoring.evaluate")
     parser = argparse.ArgumentParser(prog="toolkit evaluate", add_help=False)
-    add(parser)
+    evaluator.add_arguments(parser)
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr):
