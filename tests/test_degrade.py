@@ -309,11 +309,11 @@ def _table(levels=4, clips=6):
 
 def test_severity_srcc_perfect_inverse_constant_and_random():
     ids, types, sev = _table()
-    perfect = severity_srcc(sev + 0.1 * np.arange(sev.size) % 1, sev, ids, types)
+    perfect = severity_srcc(-sev + 0.1 * np.arange(sev.size) % 1, sev, ids, types)
     assert set(perfect) == {"noise", "clip"}
     assert perfect["noise"].srcc == pytest.approx(1.0) and perfect["noise"].clips == 6
     assert perfect["noise"].rows == 6 * 5 and perfect["noise"].ci_low == pytest.approx(1.0)
-    inverse = severity_srcc(-sev.astype(float), sev, ids, types)
+    inverse = severity_srcc(sev.astype(float), sev, ids, types)  # rises with severity: backwards
     assert inverse["clip"].srcc == pytest.approx(-1.0) and inverse["clip"].pooled == pytest.approx(-1.0)
     flat = severity_srcc(np.ones(sev.size), sev, ids, types)
     assert flat["noise"].srcc == 0.0 and flat["noise"].constant_clips == 6
@@ -322,13 +322,13 @@ def test_severity_srcc_perfect_inverse_constant_and_random():
     noise = severity_srcc(rng.standard_normal(sev.size), sev, ids, types)
     assert noise["noise"].ci_low < 0 < noise["noise"].ci_high
     # a score tied to the clip (sentence) but not to severity: pooled may move, within-clip stays 0-ish
-    mixed = severity_srcc(sev * 0.01 + np.repeat(np.arange(40), sev.size // 40) * 10.0, sev, ids, types)
+    mixed = severity_srcc(-sev * 0.01 + np.repeat(np.arange(40), sev.size // 40) * 10.0, sev, ids, types)
     assert mixed["noise"].srcc == pytest.approx(1.0) and mixed["noise"].pooled < 0.2
 
 
 def test_severity_srcc_drops_nonfinite_and_checks_shapes():
     ids, types, sev = _table()
-    scores = sev.astype(float).copy()
+    scores = -sev.astype(float)
     scores[1] = np.nan
     result = severity_srcc(scores, sev, ids, types)
     assert result["noise"].rows == 6 * 5 - 1 and result["noise"].srcc == pytest.approx(1.0)

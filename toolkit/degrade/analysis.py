@@ -1,4 +1,9 @@
-"""SRCC between a score and the known severity, per degradation type (pure functions).
+"""SRCC between a quality score and the known severity, per degradation type (pure functions).
+
+Scores are *quality-oriented*, as every scorer in :mod:`toolkit.scoring` reports them (higher =
+better predicted quality; an uncertainty measure is reported with its sign flipped). The SRCC is
+taken against the known quality order, ``-severity``: **+1 means the score falls exactly as the
+degradation grows**, 0 means no ranking, and a negative value means it ranks backwards.
 
 For each type, the rows of that type plus the clean rows (severity 0) are used. Two views:
 
@@ -7,9 +12,6 @@ For each type, the rows of that type plus the clean rows (severity 0) are used. 
   between sentences cannot inflate or hide it. Its confidence interval is a percentile bootstrap over
   clean clips. A clip whose scores are all equal contributes 0 (it ranks nothing) and is counted.
 - **pooled**: one Spearman's rho over all those rows together.
-
-Sign: a measure for which *higher means worse quality* (uncertainty, entropy, loss) should give a
-*positive* SRCC with severity. Feed ``-score`` for measures where higher means better.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ CLEAN = "clean"
 
 @dataclass(frozen=True)
 class SeverityCorrelation:
-    """SRCC of a score against severity for one degradation type."""
+    """SRCC of a quality score against ``-severity`` for one degradation type (+1 = perfect ranking)."""
 
     type: str
     srcc: float  # mean within-clip Spearman rho
@@ -53,19 +55,19 @@ def severity_srcc(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> dict[str, SeverityCorrelation]:
-    """Per degradation type: SRCC between ``scores`` and ``severity`` (all arrays ``[rows]``).
+    """Per degradation type: SRCC between quality ``scores`` and ``-severity`` (all arrays ``[rows]``).
 
     ``types[i] == "clean"`` marks a clean row (severity 0), which joins every type's set. Rows with a
     non-finite score are dropped. Returns ``{type: SeverityCorrelation}`` in first-seen order.
     """
     scores = np.asarray(scores, dtype=np.float64)
-    severity = np.asarray(severity, dtype=np.float64)
+    quality = -np.asarray(severity, dtype=np.float64)
     clean_ids = np.asarray(clean_ids, dtype=object)
     types = np.asarray(types, dtype=object)
-    if not (scores.shape == severity.shape == clean_ids.shape == types.shape) or scores.ndim != 1:
+    if not (scores.shape == quality.shape == clean_ids.shape == types.shape) or scores.ndim != 1:
         raise ValueError(
             f"scores, severity, clean_ids, types must be equal-length 1-D; got {scores.shape}, "
-            f"{severity.shape}, {clean_ids.shape}, {types.shape}"
+            f"{quality.shape}, {clean_ids.shape}, {types.shape}"
         )
     finite = np.isfinite(scores)
     results: dict[str, SeverityCorrelation] = {}
@@ -75,9 +77,9 @@ def severity_srcc(
         constant = 0
         for clip in dict.fromkeys(clean_ids[keep & (types == name)]):
             sel = keep & (clean_ids == clip)
-            rho = _spearman(scores[sel], severity[sel])
+            rho = _spearman(scores[sel], quality[sel])
             if np.isnan(rho):
-                if np.unique(severity[sel]).size < 2:
+                if np.unique(quality[sel]).size < 2:
                     continue  # one version only: nothing to rank
                 constant += 1
                 rho = 0.0
@@ -90,7 +92,7 @@ def severity_srcc(
             mean,
             low,
             high,
-            _spearman(scores[keep], severity[keep]),
+            _spearman(scores[keep], quality[keep]),
             int(rhos.size),
             int(keep.sum()),
             constant,
