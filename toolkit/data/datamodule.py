@@ -420,12 +420,15 @@ def iterate_batches(
     even_batches: bool | None = None,
     prefetch_factor: int = 4,
     pin_memory: bool = False,
+    multiprocessing_context: str | None = None,
 ) -> EpochLoader:
     """Batches without Lightning (tests, benchmarks, scripts). Iterate it once per epoch.
 
     ``shards`` is a shard folder, a brace pattern or a list of tar paths. ``rank``/``world_size``
     default to torch.distributed's. ``even_batches`` (default: when torch.distributed is
     initialised with several ranks and not resampled) keeps ranks in step with dummy batches.
+    ``multiprocessing_context`` ("fork", "spawn", ...) starts the DataLoader workers; note that in a
+    process started with spawn (``ddp_spawn``) the default is spawn, which re-imports everything.
     """
     if rank is None or world_size is None:
         rank, world_size = distributed_info()
@@ -445,7 +448,8 @@ def iterate_batches(
     loader: Iterable[dict] = dataset
     if num_workers > 0:
         loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                            persistent_workers=False, prefetch_factor=prefetch_factor)
+                            persistent_workers=False, prefetch_factor=prefetch_factor,
+                            multiprocessing_context=multiprocessing_context)
     if even_batches is None:
         even_batches = world_size > 1 and not resampled and dist.is_available() and dist.is_initialized()
     group = _step_group() if even_batches else None

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -284,6 +285,8 @@ class _ShardSink:
     def abort(self) -> None:
         if self._writer is not None:
             try:
+                with contextlib.suppress(Exception):
+                    self._writer.close()
                 self._file.close()
             finally:
                 self._tmp.unlink(missing_ok=True)
