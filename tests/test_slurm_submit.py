@@ -173,7 +173,11 @@ def test_mistakes_fail_at_submission_and_queue_nothing(slurm_cluster: SlurmClust
     text = project["config"].read_text()
     project["config"].write_text(text.replace(str(project["dir"] / "shards"), str(project["dir"] / "no-shards")))
     assert_refused(submit(*base), "data.train_shards", "no-shards does not exist")
+    # A key the pretraining CLI does not know, and a value of the wrong type.
+    project["config"].write_text(text.replace("max_steps: 4", "max_step: 4"))
+    assert_refused(submit(*base), "do not parse", "max_step")
     project["config"].write_text(text)
+    assert_refused(submit(*base, "--", "--trainer.max_steps=four"), "trainer.max_steps", "four")
     data = project["init"].read_bytes()
     project["init"].write_bytes(data[: len(data) // 3])
     assert_refused(submit(*base), "init.pt", "truncated")

@@ -34,6 +34,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -342,23 +343,41 @@ def check_config(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-def check_pretrain_arguments(configs: Sequence[str], extra: Sequence[str]) -> None:
-    """Let the pretraining CLI parse the configs and overrides, if it offers a parse-only check.
-
-    ``toolkit.training.cli.check_arguments(args)`` (when it exists) must raise :class:`ToolkitError`
-    for unknown keys or wrong types; it is given the same arguments the job will get.
-    """
-    try:
-        from toolkit.training import cli as training_cli
-    except ImportError:
-        return
-    check = getattr(training_cli, "check_arguments", None)
-    if check is None:
-        return
+def job_pretrain_arguments(
+    configs: Sequence[str], extra: Sequence[str], run_dir: str | os.PathLike, resources: Resources, resume: str
+) -> list[str]:
+    """The arguments ``slurm/pretrain.sbatch`` gives ``toolkit pretrain`` (kept in step with it)."""
     args: list[str] = []
     for config in configs:
-        args += ["--config", str(config)]
-    check([*args, *extra])
+        args += ["--config", str(Path(config).resolve())]
+    return [
+        *args, *extra, f"--trainer.num_nodes={resources.nodes}", f"--trainer.devices={resources.tasks()}",
+        f"--trainer.default_root_dir={Path(run_dir).resolve()}", "--resume", "none" if resume == "auto" else resume,
+        "--trainer.callbacks+=toolkit.preemption.SlurmPreemption",
+    ]
+
+
+def check_pretrain_arguments(args: Sequence[str]) -> None:
+    """Parse ``toolkit pretrain ARGS`` with the pretraining CLI itself, without building anything.
+
+    Unknown keys, wrong types and unimportable class paths in the configs or the overrides fail here
+    with jsonargparse's message, instead of when the job starts.
+    """
+    from jsonargparse import ArgumentError
+
+    from toolkit.training import cli as training_cli
+
+    class ParseOnly(training_cli._cli_class()):
+        def instantiate_classes(self) -> None:  # parse and type-check only: no model, data or trainer
+            pass
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ParseOnly(list(args))
+    except ArgumentError as err:
+        text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        raise ToolkitError("toolkit pretrain", f"the job's arguments do not parse: {text[:400]}") from None
 
 
 def check_evaluate_arguments(checkpoint: str, extra: Sequence[str], output: str) -> None:
@@ -438,8 +457,8 @@ def check_pretrain(
         raise ToolkitError("--config", "at least one pretraining config is required")
     for config in configs:
         check_config(config)
-    check_pretrain_arguments(configs, extra)
     resources.options()
+    check_pretrain_arguments(job_pretrain_arguments(configs, extra, run_dir, resources, resume))
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ToolkitError(run_dir, "run directory exists and is not a directory")
