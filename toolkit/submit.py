@@ -792,6 +792,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "Arguments after -- go to `toolkit evaluate`.")
     _add_pretrain(c)
     c.add_argument("--eval-output", required=True, help="results directory for the evaluation")
+    c.add_argument("--pretrain-arg", action="append", default=[], metavar="ARG",
+                   help="one argument for `toolkit pretrain` (repeatable; write --pretrain-arg=--trainer.max_steps=100)")
     c.add_argument("--every", type=int, metavar="MINUTES", help="evaluate new checkpoints every MINUTES while training")
     c.add_argument("--eval-parallel", type=int, help="at most this many evaluation tasks at once")
     c.add_argument("--eval-gpus", type=int, default=0, help="GPUs per evaluation task (default 0)")
@@ -875,7 +877,7 @@ def run(args: argparse.Namespace) -> int:
     if action == "chain":
         resources = _resources(args)
         pretrain_job = submit_pretrain(
-            args.config, args.run_dir, resources, extra=[], resume=args.resume,
+            args.config, args.run_dir, resources, extra=args.pretrain_arg, resume=args.resume,
             signal_seconds=args.signal_seconds, python=args.python, dry_run=args.dry_run, test=test,
         )
         eval_resources = Resources(

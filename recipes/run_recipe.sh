@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The steps every recipe runs; recipes/<domain>/run.sh sets the domain and calls this script.
+# Read it top to bottom: each step is one toolkit command, and you can run them by hand.
+#
+#   recipes/<domain>/run.sh --audio DIR [--audio DIR...] --eval SPEC [--eval SPEC...] \
+#       --init wav2vec_large.pt [--work DIR] [--local] [-- SUBMIT_OPTIONS]
+#   recipes/<domain>/run.sh --smoke [--local]
+#
+#   --audio DIR    your target-domain audio (any mix of wav/flac/ogg/mp3, any rate/channels)
+#   --eval SPEC    a MOS set for `toolkit evaluate --dataset` (the recipe's README gives the spec)
+#   --init FILE    fairseq's wav2vec_large.pt (or a toolkit checkpoint) to continue pretraining from
+#   --work DIR     where manifest, shards, runs and results go (default runs/<domain>)
+#   --local        run pretraining and evaluation here, without SLURM
+#   --smoke        the whole recipe in minutes on ../shared/data/speech/<domain> with the small
+#                  preset, a random stand-in for wav2vec_large.pt, and a 40-clip stand-in MOS set
+#   -- OPTIONS     passed to `toolkit submit chain`: --partition, --account, --time, --nodes,
+#                  --gpus-per-node, --eval-gpus, --eval-time, --every MINUTES, ... (see --help)
+set -euo pipefail
+
+: "${DOMAIN:?run this through recipes/<domain>/run.sh}"
+: "${SMOKE_AUDIO:?}" "${SMOKE_EVAL:?}"
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(dirname "$HERE")
+PYTHON=${PYTHON:-python3}
+TOOLKIT=("$PYTHON" -m toolkit)
+
+AUDIO=() EVAL=() INIT="" WORK="runs/$DOMAIN" LOCAL=0 SMOKE=0 SUBMIT=()
+while (($#)); do
+    case $1 in
+    --audio) AUDIO+=("$2"); shift 2 ;;
+    --eval) EVAL+=("$2"); shift 2 ;;
+    --init) INIT=$2; shift 2 ;;
+    --work) WORK=$2; shift 2 ;;
+    --local) LOCAL=1; shift ;;
+    --smoke) SMOKE=1; shift ;;
+    --) shift; SUBMIT=("$@"); break ;;
+    -h | --help) sed -n '2,20p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "run.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+CONFIGS=(--config "$REPO/toolkit/configs/pretrain/wav2vec_large.yaml" --config "$HERE/$DOMAIN/pretrain.yaml")
+OVERRIDES=()
+EVAL_OPTIONS=()
+GUARD=()
+if ((SMOKE)); then
+    # Smoke: real audio of the domain from ../shared, the small preset, a few steps, 40 rated clips.
+    WORK=${SMOKE_WORK:-runs/$DOMAIN-smoke}
+    AUDIO=("$SMOKE_AUDIO")
+    EVAL=("$SMOKE_EVAL")
+    CONFIGS=(--config "$REPO/toolkit/configs/pretrain/small.yaml" --config "$HERE/$DOMAIN/pretrain.yaml")
+    OVERRIDES=(--trainer.max_steps=40 --checkpoint.every_n_steps=20 --checkpoint.keep_last=5
+        --trainer.accelerator=cpu --trainer.precision=32-true --data.num_workers=0
+        --model.freeze_feature_encoder=false --adaptation.every_n_steps=20 --adaptation.max_clips=16
+        --adaptation.max_seconds=3 --logging.wandb=disabled)
+    EVAL_OPTIONS=(--limit 40 --draws 1 --bootstrap 100 --device cpu --no-progress --wandb-mode disabled)
+    [[ ${#SUBMIT[@]} -gt 0 ]] || SUBMIT=(--time 0:20:00)
+    echo "SMOKE MODE: small preset, random stand-in for wav2vec_large.pt, stand-in MOS set ($SMOKE_EVAL)."
+    echo "            Its numbers say nothing about the method; it checks that every step runs."
+else
+    [[ ${#AUDIO[@]} -gt 0 ]] || { echo "run.sh: give --audio DIR (your $DOMAIN audio), or --smoke" >&2; exit 2; }
+    [[ ${#EVAL[@]} -gt 0 ]] || { echo "run.sh: give --eval SPEC (see recipes/$DOMAIN/README.md)" >&2; exit 2; }
+    [[ -n $INIT ]] || { echo "run.sh: give --init wav2vec_large.pt" >&2; exit 2; }
+    # Leakage guard: no file whose decoded audio is in an evaluation set goes into pretraining.
+    for spec in "${EVAL[@]}"; do
+        body=${spec#*=}                   # drop an optional NAME=
+        path=${body#*:}; path=${path%%:*}  # KIND:PATH[:ARGS] -> PATH
+        GUARD+=("$path")
+    done
+fi
+mkdir -p "$WORK"
+echo "== $DOMAIN recipe in $WORK"
+
+# 1. Manifest: every audio file with duration, rate, channels and a content hash; unusable files
+#    (unreadable, too short, silent, NaN) are counted in the report, never dropped silently.
+manifest=("${TOOLKIT[@]}" manifest "${AUDIO[@]}" --domain "$DOMAIN" --output "$WORK/manifest.tsv" --resume)
+if ((${#GUARD[@]})); then manifest+=(--exclude-eval-set "${GUARD[@]}"); fi
+"${manifest[@]}"
+
+# 2. Shards: 16 kHz mono FLAC in webdataset tars with an index; long files cut into 30 s chunks.
+"${TOOLKIT[@]}" shard "$WORK/manifest.tsv" --output "$WORK/shards" --max-seconds 30 --overwrite
+
+# 3. The model to continue from: fairseq's wav2vec_large.pt converted to a toolkit checkpoint
+#    (32,537,088 parameters). In smoke mode, a seeded random small model stands in for it.
+if ((SMOKE)); then
+    INIT_TOOLKIT="$WORK/init-random-small.pt"
+    "$PYTHON" -c 'import sys, torch
+from toolkit.models.checkpoint import save_model
+from toolkit.models.wav2vec import build_preset
+torch.manual_seed(0)
+save_model(sys.argv[1], build_preset("small"), step=0)' "$INIT_TOOLKIT"
+elif [[ $("$PYTHON" -c 'import sys; from toolkit.submit import checkpoint_info; print(checkpoint_info(sys.argv[1])["kind"])' "$INIT") == fairseq ]]; then
+    INIT_TOOLKIT="$WORK/$(basename "${INIT%.*}").toolkit.pt"
+    [[ -s $INIT_TOOLKIT ]] || "${TOOLKIT[@]}" import-fairseq "$INIT" --output "$INIT_TOOLKIT"
+else
+    INIT_TOOLKIT=$INIT
+fi
+
+# 4. Continued pretraining on the shards, with the adaptation curve (SRCC on the first MOS set every
+#    N steps) logged to W&B and to RUN/adaptation/curve.{csv,png}; then every checkpoint evaluated.
+RUN="$WORK/run"
+RESULTS="$WORK/results"
+OVERRIDES+=(--data.train_shards "$WORK/shards" --model.init_from "$INIT_TOOLKIT" --adaptation.dataset "${EVAL[0]}")
+DATASETS=()
+for spec in "${EVAL[@]}"; do DATASETS+=(--dataset "$spec"); done
+
+if ((LOCAL)); then
+    "${TOOLKIT[@]}" pretrain "${CONFIGS[@]}" "${OVERRIDES[@]}" --trainer.default_root_dir "$RUN"
+    mapfile -t CKPTS < <(ls "$RUN"/checkpoints/step-*.ckpt)
+    "${TOOLKIT[@]}" evaluate "${CKPTS[@]}" "${DATASETS[@]}" "${EVAL_OPTIONS[@]}" --output "$RESULTS"
+else
+    # Everything is checked before anything is queued (configs, paths, checkpoints, resources).
+    # Pretraining config files are passed with --config; the overrides go on the command line.
+    submit=("${TOOLKIT[@]}" submit chain --run-dir "$RUN" --eval-output "$RESULTS")
+    for ((i = 1; i < ${#CONFIGS[@]}; i += 2)); do submit+=(--config "${CONFIGS[i]}"); done
+    for o in "${OVERRIDES[@]}"; do submit+=("--pretrain-arg=$o"); done
+    submit+=("${SUBMIT[@]}" -- "${DATASETS[@]}" "${EVAL_OPTIONS[@]}")
+    "${submit[@]}" | tee "$WORK/submitted.txt"
+    if ((SMOKE)); then
+        # Wait for the merged table (the smoke run is small enough to wait for).
+        deadline=$((SECONDS + ${SMOKE_TIMEOUT:-900}))
+        until [[ -s $RESULTS/results.csv ]]; do
+            ((SECONDS < deadline)) || { echo "smoke: no $RESULTS/results.csv after ${SMOKE_TIMEOUT:-900}s" >&2; exit 1; }
+            sleep 5
+        done
+    else
+        echo "Submitted. Follow the logs in $RUN/slurm and $RESULTS/slurm; results land in $RESULTS/results.csv."
+        exit 0
+    fi
+fi
+
+# 5. The adaptation curve: SRCC of each measure against the pretraining step, from the evaluation of
+#    every checkpoint (results.csv, plots/) and from training itself (adaptation/curve.csv).
+echo "== results: $RESULTS/results.csv"
+ls "$RESULTS"/plots 2>/dev/null | sed 's/^/   plots: /' || true
+ls "$RUN"/adaptation 2>/dev/null | sed 's/^/   adaptation: /' || true
