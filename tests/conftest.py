@@ -20,3 +20,14 @@ def shared_data() -> Path:
     if not data.is_dir():
         pytest.skip(f"shared data not found at {data}")
     return data
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Print the bad-input gauntlet's table of inputs and outcomes (tests/test_gauntlet.py)."""
+    rows = getattr(config, "_gauntlet_rows", None)
+    if not rows:
+        return
+    width = [max(len(r[i]) for r in rows) for i in range(2)]
+    terminalreporter.section("bad-input gauntlet: input -> outcome")
+    for entry, case, outcome in sorted(rows):
+        terminalreporter.write_line(f"{entry.ljust(width[0])}  {case.ljust(width[1])}  {outcome[:110]}")

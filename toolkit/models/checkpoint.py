@@ -72,6 +72,10 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
         raise CheckpointError(path, "is a directory, expected a checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(path, "empty file (0 bytes)")
+    with path.open("rb") as handle:
+        magic = handle.read(2)
+    if magic == b"PK" and not zipfile.is_zipfile(path):
+        raise CheckpointError(path, "truncated or corrupt checkpoint (incomplete zip archive)")
     try:
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
