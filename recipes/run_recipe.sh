@@ -12,7 +12,7 @@
 #   --work DIR     where manifest, shards, runs and results go (default runs/<domain>)
 #   --local        run pretraining and evaluation here, without SLURM
 #   --smoke        the whole recipe in minutes on ../shared/data/speech/<domain> with the small
-#                  preset, a random stand-in for wav2vec_large.pt, and a 40-clip stand-in MOS set
+#                  preset, a random stand-in for wav2vec_large.pt, and a 24-clip stand-in MOS set
 #   -- OPTIONS     passed to `toolkit submit chain`: --partition, --account, --time, --nodes,
 #                  --gpus-per-node, --eval-gpus, --eval-time, --every MINUTES, ... (see --help)
 set -euo pipefail
@@ -44,16 +44,17 @@ OVERRIDES=()
 EVAL_OPTIONS=()
 GUARD=()
 if ((SMOKE)); then
-    # Smoke: real audio of the domain from ../shared, the small preset, a few steps, 40 rated clips.
+    # Smoke: real audio of the domain from ../shared, the small preset, 20 steps, 24 rated clips.
     WORK=${SMOKE_WORK:-runs/$DOMAIN-smoke}
     AUDIO=("$SMOKE_AUDIO")
     EVAL=("$SMOKE_EVAL")
     CONFIGS=(--config "$REPO/toolkit/configs/pretrain/small.yaml" --config "$HERE/$DOMAIN/pretrain.yaml")
-    OVERRIDES=(--trainer.max_steps=40 --checkpoint.every_n_steps=20 --checkpoint.keep_last=5
-        --trainer.accelerator=cpu --trainer.precision=32-true --data.num_workers=0
-        --model.freeze_feature_encoder=false --adaptation.every_n_steps=20 --adaptation.max_clips=16
-        --adaptation.max_seconds=3 --logging.wandb=disabled)
-    EVAL_OPTIONS=(--limit 40 --draws 1 --bootstrap 100 --device cpu --no-progress --wandb-mode disabled)
+    OVERRIDES=(--trainer.max_steps=20 --checkpoint.every_n_steps=10 --checkpoint.keep_last=5
+        --trainer.accelerator=cpu --trainer.precision=32-true --trainer.log_every_n_steps=5
+        --data.num_workers=0 --data.max_sample_size=32000 --data.max_tokens=128000
+        --adaptation.every_n_steps=10 --adaptation.max_clips=8 --adaptation.max_seconds=2
+        --logging.wandb=disabled)
+    EVAL_OPTIONS=(--limit 24 --draws 1 --bootstrap 100 --device cpu --no-progress --wandb-mode disabled)
     [[ ${#SUBMIT[@]} -gt 0 ]] || SUBMIT=(--time 0:20:00)
     echo "SMOKE MODE: small preset, random stand-in for wav2vec_large.pt, stand-in MOS set ($SMOKE_EVAL)."
     echo "            Its numbers say nothing about the method; it checks that every step runs."

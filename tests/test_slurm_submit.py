@@ -215,3 +215,17 @@ def test_chain_queues_evaluation_behind_pretraining(slurm_cluster: SlurmCluster,
         assert slurm_cluster.job(pretrain)["JobName"] == "toolkit-pretrain"
     finally:
         slurm_cluster.run(["scancel", pretrain, chain], check=False)
+
+
+@pytest.mark.slurm
+def test_periodic_chain_dry_run(slurm_cluster: SlurmCluster, project: dict, submit) -> None:  # noqa: F811
+    before = queued(slurm_cluster)
+    done = submit("chain", "--config", str(project["config"]), "--run-dir", str(project["run"]),
+                  "--eval-output", str(project["dir"] / "results"), "--every", "30", "--dry-run",
+                  "--pretrain-arg=--trainer.max_steps=3", "--", "--dataset", f"csv:{project['csv']}")
+    assert done.returncode == 0, done.stderr
+    pretrain, chain = done.stdout.strip().splitlines()[-2:]
+    assert "/slurm/pretrain.sbatch" in pretrain and pretrain.endswith("--trainer.max_steps=3")
+    assert "--begin=now+30minutes" in chain and "/slurm/chain.sbatch" in chain
+    assert "--every 30 --while-running PRETRAIN_JOB --" in chain
+    assert queued(slurm_cluster) == before

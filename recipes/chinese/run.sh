@@ -14,7 +14,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SHARED=${TOOLKIT_SHARED:-$HERE/../../../shared}
 export DOMAIN=chinese
 # Smoke mode only: real chinese audio from ../shared and a stand-in MOS set (the real VoiceMOS 2022 OOD track (Blizzard 2019) and VoiceMOS 2023 track 3 (noisy TMHINT-QI)
-# cannot be shipped); its 40 clips check that every step runs, not the method.
+# cannot be shipped); its 24 clips check that every step runs, not the method.
 export SMOKE_AUDIO=$SHARED/data/speech/zh
 export SMOKE_EVAL=yourtts:$SHARED/data/mos/yourtts:PT
 exec "$HERE/../run_recipe.sh" "$@"

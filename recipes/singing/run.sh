@@ -13,7 +13,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SHARED=${TOOLKIT_SHARED:-$HERE/../../../shared}
 export DOMAIN=singing
 # Smoke mode only: real singing audio from ../shared and a stand-in MOS set (the real VoiceMOS 2023 track 2 (SVCC 2023 singing voice conversion)
-# cannot be shipped); its 40 clips check that every step runs, not the method.
+# cannot be shipped); its 24 clips check that every step runs, not the method.
 export SMOKE_AUDIO=$SHARED/data/speech/singing
 export SMOKE_EVAL=yourtts:$SHARED/data/mos/yourtts:PT
 exec "$HERE/../run_recipe.sh" "$@"
