@@ -257,7 +257,7 @@ class Wav2VecPretraining(pl.LightningModule):
         if init_from:
             if architecture:
                 raise ToolkitError("model.architecture", "cannot be combined with init_from (the checkpoint fixes it)")
-            self.model = load_initial_model(init_from)
+            self.model = load_initial_model(init_from).train()
             self._read_init_training_state(init_from)
         else:
             self.model = build_model(preset, architecture)
