@@ -11,7 +11,7 @@
    bootstrap 95% interval over clips.
 
 Model: ``--checkpoint`` if given, else the embedded default in ``toolkit/assets/default/``, else (no
-default shipped yet) a small model pretrained by the demo itself for ``--pretrain-seconds`` on
+default shipped yet) a tiny model pretrained by the demo itself for ``--pretrain-seconds`` on
 *other* synthetic sentences than the ones it is tested on. The output names the model used.
 
 Writes to DIR: ``clean/`` (synthetic speech), ``degraded/`` (graded set and manifest.csv),
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import math
 import os
@@ -601,5 +600,5 @@ def run(args: argparse.Namespace) -> int:
         pretrain_seconds=args.pretrain_seconds,
         progress=not args.no_progress,
     )
-    print(json.dumps({"seconds": result.seconds}))
+    print("timings (s): " + ", ".join(f"{k} {v:g}" for k, v in result.seconds.items()))
     return 0
