@@ -283,7 +283,8 @@ def build_manifest(
 ) -> ManifestReport:
     """Scan ``inputs`` (folders or files) into the TSV manifest ``output``.
 
-    ``domain`` labels every row (default: the name of the input folder each file came from).
+    ``domain`` labels every row (default: the name of the input folder each file came from, or
+    of a file's parent folder).
     ``exclude_hashes`` is a set of content hashes or path(s) accepted by :func:`load_exclude_hashes`;
     matching files get status ``excluded`` and are logged. Files whose content repeats an earlier
     row get status ``duplicate``. With ``resume``, rows from ``output`` and ``output.partial`` are
@@ -297,7 +298,8 @@ def build_manifest(
 
     labels: dict[str, str] = {}
     for item in inputs:
-        label = domain if domain is not None else Path(item).resolve().name
+        resolved = Path(item).resolve()
+        label = domain if domain is not None else (resolved.name if resolved.is_dir() else resolved.parent.name)
         for path in find_audio([item]):
             labels.setdefault(str(path), label)
     if not labels:
