@@ -9,6 +9,12 @@ cd "$(dirname "$0")/.."
 
 scripts/setup.sh --test
 
+# espeak-ng: the synthetic-speech fallback that one test exercises (Piper is the default voice).
+if ! command -v espeak-ng >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng; } \
+    >/dev/null 2>&1 || echo "test.sh: espeak-ng could not be installed; its fallback test will skip" >&2
+fi
+
 CLUSTER_DIR=$(mktemp -d "${TMPDIR:-/tmp}/toolkit-slurm.XXXXXX")
 stop_cluster() { tests/slurm/local_cluster.sh stop "$CLUSTER_DIR" >/dev/null 2>&1 || true; }
 trap stop_cluster EXIT
