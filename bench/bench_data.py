@@ -18,6 +18,7 @@ Appends a dated table to bench/RESULTS.md (unless --no-record).
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import sys
@@ -157,7 +158,8 @@ def main() -> int:
         body = table(["method", "kB per audio-s", "audio-s/s (1 core, wall)", "audio-s per CPU-s", "passes"], rows)
         notes = (f"Corpus: {len(paths)} utterances, {total_seconds / 60:.1f} min, {kind}; "
                  f"crop {crop} samples, max_tokens {tokens}; one process, one thread, num_workers=0; "
-                 f"page cache warm. Target: >= 5,000 audio-s/s per core from shards.")
+                 f"page cache warm; load average at the end {os.getloadavg()[0]:.1f} (shared machine: the "
+                 f"CPU-time column is the per-core figure to trust). Target: >= 5,000 audio-s/s per core from shards.")
         print()
         print(machine())
         print(body)
