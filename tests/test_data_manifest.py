@@ -147,3 +147,18 @@ def test_cli_manifest(tmp_path, capsys):
     # domain defaults to the input folder's name
     assert {r.domain for r in read_manifest(tmp_path / "m.tsv")} == {"in"}
     assert cli_main(["manifest", str(tmp_path / "nope"), "--output", str(tmp_path / "x.tsv")]) == 2
+
+
+def test_probe_streams_in_blocks_with_the_same_result(tmp_path, monkeypatch):
+    import toolkit.data.manifest as manifest
+
+    rng = np.random.default_rng(6)
+    clip = tone_noise(50_000, 16_000, rng, channels=2)
+    clip[30_000, 1] = np.inf
+    sf.write(tmp_path / "a.wav", clip, 16_000, subtype="FLOAT")
+    whole = manifest.probe_file(str(tmp_path / "a.wav"))
+    monkeypatch.setattr(manifest, "BLOCK_FRAMES", 999)
+    blocks = manifest.probe_file(str(tmp_path / "a.wav"))
+    assert (whole.sha256, whole.status, whole.note, whole.frames) == (blocks.sha256, blocks.status, blocks.note, 50_000)
+    assert whole.status == "nonfinite" and whole.note == "1 NaN/Inf samples"
+    assert whole.sha256 == manifest.audio_hash(sf.read(tmp_path / "a.wav", dtype="float32")[0])

@@ -445,6 +445,9 @@ def iterate_batches(
                           min_sample_size=min_sample_size, max_tokens=max_tokens, shuffle_buffer=shuffle_buffer,
                           shuffle=shuffle, random_crop=random_crop, resampled=resampled,
                           batches_per_worker=per_worker, seed=seed, epoch=epoch, on_corrupt=on_corrupt)
+    if not resampled and len(source.urls) < world_size * max(1, num_workers):
+        log.warning("%d shards for %d ranks x %d workers: some workers will idle (write more, smaller shards "
+                    "with `toolkit shard --max-count`)", len(source.urls), world_size, max(1, num_workers))
     loader: Iterable[dict] = dataset
     if num_workers > 0:
         loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 COLUMNS = ("path", "duration", "sample_rate", "channels", "frames", "sha256", "domain", "status", "size", "mtime", "note")
 STATUSES = ("ok", "unreadable", "too_short", "silent", "nonfinite", "excluded", "duplicate")
 DEFAULT_MIN_DURATION = 0.1  # seconds; shorter than wav2vec's receptive field plus a few predictions
+BLOCK_FRAMES = 1 << 20  # decode in blocks: memory stays bounded for hour-long files
 DEFAULT_SILENCE = 1e-4  # peak |x| at or below this (about -80 dBFS, 3 LSB of 16-bit) counts as silent
 
 
@@ -89,28 +91,56 @@ class ManifestReport:
 # Pure helpers
 
 
+@dataclass
+class AudioSummary:
+    """What the scanner needs from decoded samples, accumulated block by block (bounded memory)."""
+
+    channels: int
+    frames: int = 0
+    nonfinite: int = 0
+    peak: float = 0.0
+    digest: Any = field(default=None, repr=False)  # hashlib sha256 object
+
+    def __post_init__(self) -> None:
+        self.digest = hashlib.sha256(f"{self.channels}ch;".encode())
+
+    def update(self, block: np.ndarray) -> None:
+        """Add decoded float32 samples ``[frames, channels]``."""
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        self.digest.update(block.tobytes())
+        self.frames += block.shape[0]
+        finite = np.isfinite(block)
+        if not finite.all():
+            self.nonfinite += int((~finite).sum())
+            block = np.where(finite, block, 0.0)
+        if block.size:
+            self.peak = max(self.peak, float(np.abs(block).max()))
+
+    def sha256(self) -> str:
+        digest = self.digest.copy()
+        digest.update(f";{self.frames}".encode())
+        return digest.hexdigest()
+
+
 def audio_hash(samples: np.ndarray) -> str:
-    """SHA-256 of decoded float32 samples ``[frames, channels]`` (format-independent content hash)."""
-    data = np.ascontiguousarray(samples, dtype=np.float32)
-    digest = hashlib.sha256()
-    digest.update(f"{data.shape[0]}x{data.shape[1] if data.ndim > 1 else 1};".encode())
-    digest.update(data.tobytes())
-    return digest.hexdigest()
+    """SHA-256 of decoded float32 samples ``[frames, channels]``: a format-independent content hash
+    (the same 16-bit recording as WAV and as FLAC hashes the same)."""
+    samples = samples.reshape(samples.shape[0], -1)
+    summary = AudioSummary(samples.shape[1])
+    summary.update(samples)
+    return summary.sha256()
 
 
-def classify(samples: np.ndarray, sample_rate: int, *, min_duration: float, silence: float) -> tuple[str, str]:
-    """Status of decoded audio ``[frames, channels]``: ``(status, note)`` with status in STATUSES."""
-    frames = samples.shape[0]
-    if frames == 0:
+def classify(summary: AudioSummary, sample_rate: int, *, min_duration: float, silence: float) -> tuple[str, str]:
+    """Status of decoded audio: ``(status, note)`` with status in STATUSES."""
+    if summary.frames == 0:
         return "too_short", "0 samples"
-    finite = np.isfinite(samples)
-    if not finite.all():
-        return "nonfinite", f"{int((~finite).sum())} NaN/Inf samples"
-    if frames / sample_rate < min_duration:
-        return "too_short", f"{frames / sample_rate:.3f} s < {min_duration} s"
-    peak = float(np.abs(samples).max())
-    if peak <= silence:
-        return "silent", f"peak {peak:.2e} <= {silence:.0e}"
+    if summary.nonfinite:
+        return "nonfinite", f"{summary.nonfinite} NaN/Inf samples"
+    if summary.frames / sample_rate < min_duration:
+        return "too_short", f"{summary.frames / sample_rate:.3f} s < {min_duration} s"
+    if summary.peak <= silence:
+        return "silent", f"peak {summary.peak:.2e} <= {silence:.0e}"
     return "ok", ""
 
 
@@ -149,15 +179,22 @@ def probe_file(path: str, domain: str = "", min_duration: float = DEFAULT_MIN_DU
         row.status, row.note = "unreadable", "zero-length file (0 bytes)"
         return row
     try:
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
+        with sf.SoundFile(path) as handle:
+            rate = handle.samplerate
+            summary = AudioSummary(handle.channels)
+            while True:
+                block = handle.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    break
+                summary.update(block)
     except Exception as err:  # libsndfile raises several types; all mean "cannot decode"
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         row.status, row.note = "unreadable", f"cannot decode ({text.split(': ', 1)[-1]})"
         return row
-    row.sample_rate, row.channels, row.frames = int(rate), int(data.shape[1]), int(data.shape[0])
+    row.sample_rate, row.channels, row.frames = int(rate), int(summary.channels), int(summary.frames)
     row.duration = round(row.frames / row.sample_rate, 6)
-    row.sha256 = audio_hash(data)
-    row.status, row.note = classify(data, rate, min_duration=min_duration, silence=silence)
+    row.sha256 = summary.sha256()
+    row.status, row.note = classify(summary, rate, min_duration=min_duration, silence=silence)
     return row
 
 
@@ -262,10 +299,12 @@ def _probe_many(files: Sequence[str], domain: str, workers: int, min_duration: f
                 yield _probe_star(task)
                 bar.update()
         else:
+            block = workers * 256  # submit in blocks: bounded memory for millions of files
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                for row in pool.map(_probe_star, tasks, chunksize=max(1, min(64, len(tasks) // (workers * 8)))):
-                    yield row
-                    bar.update()
+                for begin in range(0, len(tasks), block):
+                    for row in pool.map(_probe_star, tasks[begin : begin + block], chunksize=16):
+                        yield row
+                        bar.update()
     finally:
         bar.close()
 
@@ -411,6 +450,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = [
-    "COLUMNS", "ManifestReport", "ManifestRow", "audio_hash", "build_manifest", "classify", "find_audio",
+    "COLUMNS", "AudioSummary", "ManifestReport", "ManifestRow", "audio_hash", "build_manifest", "classify", "find_audio",
     "load_exclude_hashes", "make_report", "probe_file", "read_manifest", "write_manifest",
 ]
