@@ -421,6 +421,7 @@ def iterate_batches(
     prefetch_factor: int = 4,
     pin_memory: bool = False,
     multiprocessing_context: str | None = None,
+    timeout: float = 0.0,
 ) -> EpochLoader:
     """Batches without Lightning (tests, benchmarks, scripts). Iterate it once per epoch.
 
@@ -429,6 +430,8 @@ def iterate_batches(
     initialised with several ranks and not resampled) keeps ranks in step with dummy batches.
     ``multiprocessing_context`` ("fork", "spawn", ...) starts the DataLoader workers; note that in a
     process started with spawn (``ddp_spawn``) the default is spawn, which re-imports everything.
+    ``timeout`` > 0: raise instead of waiting longer than this many seconds for a worker's batch
+    (a stalled network filesystem); 0 waits forever.
     """
     if rank is None or world_size is None:
         rank, world_size = distributed_info()
@@ -452,7 +455,7 @@ def iterate_batches(
     if num_workers > 0:
         loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                             persistent_workers=False, prefetch_factor=prefetch_factor,
-                            multiprocessing_context=multiprocessing_context)
+                            multiprocessing_context=multiprocessing_context, timeout=timeout)
     if even_batches is None:
         even_batches = world_size > 1 and not resampled and dist.is_available() and dist.is_initialized()
     group = _step_group() if even_batches else None
@@ -499,6 +502,8 @@ class AudioShardDataModule(pl.LightningDataModule):
         on_corrupt: "skip" (log and count) or "error" (raise DataError) for damaged shards.
         pin_memory: pin batches for faster host-to-GPU copies.
         prefetch_factor: batches prefetched per worker.
+        timeout: seconds to wait for a batch from the workers before raising (0: forever); a guard
+            against stalled network filesystems.
     """
 
     def __init__(
@@ -516,6 +521,7 @@ class AudioShardDataModule(pl.LightningDataModule):
         on_corrupt: Literal["skip", "error"] = "skip",
         pin_memory: bool = True,
         prefetch_factor: int = 4,
+        timeout: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -528,6 +534,7 @@ class AudioShardDataModule(pl.LightningDataModule):
         self.num_workers, self.shuffle_buffer = num_workers, shuffle_buffer
         self.samples_per_epoch, self.resampled, self.seed = samples_per_epoch, resampled, seed
         self.on_corrupt, self.pin_memory, self.prefetch_factor = on_corrupt, pin_memory, prefetch_factor
+        self.timeout = timeout
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -546,6 +553,7 @@ class AudioShardDataModule(pl.LightningDataModule):
             seed=self.seed, on_corrupt=self.on_corrupt,
             even_batches=world > 1 and not resampled and dist.is_available() and dist.is_initialized(),
             prefetch_factor=self.prefetch_factor, pin_memory=self.pin_memory and torch.cuda.is_available(),
+            timeout=self.timeout if self.num_workers > 0 else 0.0,
         )
         trainer = getattr(self, "trainer", None)
         if trainer is not None and train:
