@@ -161,12 +161,24 @@ def test_resampled_mode_has_an_explicit_equal_epoch_on_every_rank(shards):
         iterate_batches(str(shards), samples_per_epoch=10)
 
 
-def test_brace_pattern_and_list_inputs(shards):
+def test_brace_pattern_list_and_bare_folder_inputs(shards, tmp_path):
     pattern = str(shards / "shard-{000000..000002}.tar")
     keys, _ = _collect(iterate_batches(pattern, max_sample_size=MAX_SAMPLE, max_tokens=MAX_TOKENS))
     assert len(keys) == sum(s.utterances for s in read_shard_index(shards).shards[:3])
     with pytest.raises(DataError, match="no shards found"):
         iterate_batches(str(shards / "nothing-{0..3}.tar"))
+    listed = [str(shards / "shard-000004.tar"), str(shards / "shard-000006.tar")]
+    keys, _ = _collect(iterate_batches(listed, max_sample_size=MAX_SAMPLE, max_tokens=MAX_TOKENS))
+    assert sorted(keys) == sorted(_keys_of(Path(listed[0])) + _keys_of(Path(listed[1])))
+    # a folder of tars without index.json works too (no epoch planning from the index then)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for url in listed:
+        shutil.copy(url, bare)
+    keys2, _ = _collect(iterate_batches(str(bare), max_sample_size=MAX_SAMPLE, max_tokens=MAX_TOKENS))
+    assert sorted(keys2) == sorted(keys)
+    with pytest.raises(DataError, match="samples_per_epoch"):
+        iterate_batches(str(bare), resampled=True)
 
 
 # --------------------------------------------------------------------------------------------- corrupt data

@@ -80,8 +80,15 @@ class ShardSource:
 
 
 def resolve_shards(spec: str) -> ShardSource:
-    """A folder with ``index.json``, an ``index.json`` path, or a brace pattern of tar files."""
+    """A folder with ``index.json`` (or just ``*.tar`` files), an ``index.json`` path, or a brace
+    pattern of tar files (``/data/shard-{000000..000099}.tar``)."""
     path = Path(spec)
+    if path.is_dir() and not (path / INDEX_NAME).exists():
+        tars = sorted(str(p) for p in path.glob("*.tar"))
+        if not tars:
+            raise DataError(spec, f"no {INDEX_NAME} and no .tar shards in this folder")
+        log.warning("%s: no %s; reading its %d .tar files without an index", spec, INDEX_NAME, len(tars))
+        return ShardSource(tars, None)
     if path.is_dir() or path.name == INDEX_NAME:
         index = read_shard_index(path)
         if not index.shards:
