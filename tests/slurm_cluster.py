@@ -99,15 +99,10 @@ def _answers(conf: str) -> int:
     return len({line.split()[0] for line in done.stdout.splitlines() if line.strip()}) if done.returncode == 0 else 0
 
 
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> SlurmCluster:
-    conf = os.environ.get("SLURM_CONF")
-    if conf and Path(conf).is_file():
-        nodes = _answers(conf)
-        if not nodes:
-            pytest.fail(f"SLURM_CONF={conf} is set but the cluster does not answer sinfo")
-        yield SlurmCluster(Path(conf), nodes, None)
-        return
+_STARTED: dict[str, SlurmCluster | str] = {}  # one cluster (or skip reason) per session, for every module
+
+
+def _start(tmp_path_factory: pytest.TempPathFactory, config: pytest.Config) -> SlurmCluster:
     if os.geteuid() != 0:
         pytest.skip("no SLURM cluster (SLURM_CONF unset) and not root, so none can be started here")
     directory = tmp_path_factory.mktemp("slurm-cluster")
@@ -116,16 +111,33 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> SlurmCluster:
     slurmd = _free_ports(nodes, ctld + 1)
     env = {**os.environ, "SLURM_LOCAL_NODES": str(nodes), "SLURM_LOCAL_CTLD_PORT": str(ctld),
            "SLURM_LOCAL_SLURMD_PORT": str(slurmd)}
+    stop = ["bash", str(HARNESS), "stop", str(directory)]
     started = time.monotonic()
     done = subprocess.run(["bash", str(HARNESS), "start", str(directory)], env=env, capture_output=True,
                           text=True, timeout=600)
     if done.returncode == 3:
         pytest.skip(f"SLURM packages unavailable: {done.stderr.strip().splitlines()[-1:]}")
     if done.returncode != 0:
-        subprocess.run(["bash", str(HARNESS), "stop", str(directory)], env=env, capture_output=True, timeout=120)
+        subprocess.run(stop, env=env, capture_output=True, timeout=120)
         pytest.fail(f"local SLURM cluster did not start:\n{done.stderr}")
+    config.add_cleanup(lambda: subprocess.run(stop, env=env, capture_output=True, timeout=120))
     print(f"\nlocal SLURM cluster ({nodes} nodes) up in {time.monotonic() - started:.1f}s under {directory}")
-    try:
-        yield SlurmCluster(directory / "etc" / "slurm.conf", nodes, directory)
-    finally:
-        subprocess.run(["bash", str(HARNESS), "stop", str(directory)], env=env, capture_output=True, timeout=120)
+    return SlurmCluster(directory / "etc" / "slurm.conf", nodes, directory)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> SlurmCluster:
+    conf = os.environ.get("SLURM_CONF")
+    if conf and Path(conf).is_file():
+        nodes = _answers(conf)
+        if not nodes:
+            pytest.fail(f"SLURM_CONF={conf} is set but the cluster does not answer sinfo")
+        return SlurmCluster(Path(conf), nodes, None)
+    if "cluster" not in _STARTED:
+        try:
+            _STARTED["cluster"] = _start(tmp_path_factory, pytestconfig)
+        except pytest.skip.Exception as skip:
+            _STARTED["cluster"] = str(skip)
+    if isinstance(_STARTED["cluster"], str):
+        pytest.skip(_STARTED["cluster"])
+    return _STARTED["cluster"]
