@@ -79,7 +79,7 @@ manifest=("${TOOLKIT[@]}" manifest "${AUDIO[@]}" --domain "$DOMAIN" --output "$W
 if ((${#GUARD[@]})); then manifest+=(--exclude-eval-set "${GUARD[@]}"); fi
 "${manifest[@]}"
 
-# 2. Shards: 16 kHz mono FLAC in webdataset tars with an index; long files cut into 30 s chunks.
+# 2. Shards: lossless 16 kHz mono audio in webdataset tars with an index; long files cut into 30 s chunks.
 "${TOOLKIT[@]}" shard "$WORK/manifest.tsv" --output "$WORK/shards" --max-seconds 30 --overwrite
 
 # 3. The model to continue from: fairseq's wav2vec_large.pt converted to a toolkit checkpoint
