@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -12,13 +13,42 @@ from typing import IO, Any
 
 from toolkit.errors import ToolkitError
 
+# Write failures that mean "the disk (or the user's share of it) is full": a user problem, not a bug.
+DISK_FULL_ERRNOS: dict[int, str] = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (file size limit)",
+}
+
+
+def disk_full_error(path: str | os.PathLike | None, err: OSError, doing: str = "writing") -> ToolkitError | None:
+    """A one-line :class:`ToolkitError` naming ``path`` if ``err`` is a full disk / quota / size limit, else ``None``.
+
+    Usage: ``except OSError as err: raise disk_full_error(path, err) or err``.
+    """
+    problem = DISK_FULL_ERRNOS.get(err.errno)  # type: ignore[arg-type]
+    if problem is None:
+        return None
+    return ToolkitError(path if path is not None else err.filename, f"{problem} while {doing}")
+
+
+def _default_mode() -> int:
+    """``0o666`` less the umask: the mode ``open()`` would give a new file (mkstemp gives 0o600)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_mode()
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
 
     On any exception the temporary file is removed and ``path`` is left untouched. A full disk
-    (``ENOSPC``) becomes a :class:`ToolkitError` naming the file.
+    (``ENOSPC``, or a quota or file-size limit) becomes a :class:`ToolkitError` naming the file.
+    The file gets the permissions ``open()`` would give it (not mkstemp's owner-only ``0o600``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,11 +58,14 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Ite
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        with contextlib.suppress(OSError):  # some network file systems refuse chmod
+            os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except OSError as err:
         _cleanup(tmp)
-        if err.errno == 28:  # ENOSPC
-            raise ToolkitError(path, "no space left on device while writing") from None
+        full = disk_full_error(path, err)
+        if full is not None:
+            raise full from None
         raise
     except BaseException:
         _cleanup(tmp)
@@ -53,3 +86,20 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_write(path) as handle:
         handle.write(text)
+
+
+def write_torch(path: str | os.PathLike, obj: Any) -> None:
+    """``torch.save(obj)`` to ``path`` atomically.
+
+    The object is serialised in memory first: torch's zip writer turns a short write on a nearly
+    full disk into an opaque ``RuntimeError`` ("unexpected pos"), while a plain write of the bytes
+    raises ``ENOSPC``, which :func:`atomic_write` reports as a one-line error naming the file.
+    """
+    import io
+
+    import torch
+
+    with atomic_write(path, "wb") as handle:
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        handle.write(buffer.getbuffer())

@@ -35,7 +35,7 @@ import soundfile as sf
 
 from toolkit.audio import AUDIO_EXTENSIONS
 from toolkit.errors import DataError
-from toolkit.io import atomic_write
+from toolkit.io import atomic_write, disk_full_error
 
 log = logging.getLogger(__name__)
 
@@ -366,20 +366,23 @@ def build_manifest(
 
     # Keep finished rows in OUTPUT.partial so that an interrupted scan can resume.
     output.parent.mkdir(parents=True, exist_ok=True)
-    with open(partial, "w", encoding="utf-8") as handle:
-        handle.write("\t".join(COLUMNS) + "\n")
-        for row in done.values():
-            handle.write(row.to_line())
-        handle.flush()
-        by_domain: dict[str, list[str]] = {}
-        for path in todo:
-            by_domain.setdefault(labels[path], []).append(path)
-        for label, files in by_domain.items():
-            for count, row in enumerate(_probe_many(files, label, workers, min_duration, silence, desc=f"scan {label}")):
-                done[row.path] = row
+    try:
+        with open(partial, "w", encoding="utf-8") as handle:
+            handle.write("\t".join(COLUMNS) + "\n")
+            for row in done.values():
                 handle.write(row.to_line())
-                if count % 64 == 0:
-                    handle.flush()
+            handle.flush()
+            by_domain: dict[str, list[str]] = {}
+            for path in todo:
+                by_domain.setdefault(labels[path], []).append(path)
+            for label, files in by_domain.items():
+                for count, row in enumerate(_probe_many(files, label, workers, min_duration, silence, desc=f"scan {label}")):
+                    done[row.path] = row
+                    handle.write(row.to_line())
+                    if count % 64 == 0:
+                        handle.flush()
+    except OSError as err:  # a full disk while keeping the resume file: one line, no traceback
+        raise disk_full_error(partial, err) or err from None
 
     rows = [done[path] for path in sorted(done)]
     _apply_guards(rows, excluded)

@@ -46,7 +46,7 @@ import soundfile as sf
 
 from toolkit.audio import SAMPLE_RATE, load_audio
 from toolkit.errors import DataError, ToolkitError
-from toolkit.io import write_json
+from toolkit.io import disk_full_error, write_json
 
 log = logging.getLogger(__name__)
 
@@ -354,8 +354,12 @@ def write_shards(
             for sample in result:
                 sink.write(sample)
         sink.finish()
-    except BaseException:
+    except BaseException as err:
+        writing = directory / sink._current.name if sink._writer is not None else directory
         sink.abort()
+        full = disk_full_error(writing, err) if isinstance(err, OSError) else None
+        if full is not None:  # a full disk: one line naming the shard, and no partial shard left
+            raise full from None
         raise
     finally:
         bar.close()

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from toolkit.errors import CheckpointError
-from toolkit.io import atomic_write
+from toolkit.io import write_torch
 from toolkit.models.wav2vec import Wav2VecConfig, Wav2VecModel, wav2vec_model
 
 FORMAT = "wav2vec-toolkit"
@@ -125,8 +125,7 @@ def save_model(
     obj = checkpoint_header(model.config, step)
     obj["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     obj["extra"] = extra or {}
-    with atomic_write(path, "wb") as handle:
-        torch.save(obj, handle)
+    write_torch(path, obj)
     return path
 
 

@@ -22,11 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from toolkit.errors import CheckpointError
-from toolkit.io import atomic_write
+from toolkit.io import write_torch
 from toolkit.models.checkpoint import load_checkpoint, load_weights, safe_torch_load, save_model
 from toolkit.models.wav2vec import Wav2VecConfig, Wav2VecModel, auto_offset, wav2vec_model
 
@@ -333,8 +332,7 @@ def export_fairseq(source: str | os.PathLike | Wav2VecModel, output: str | os.Pa
         model, info = load_checkpoint(source)
         step = info.get("step") or 0
     output = Path(output)
-    with atomic_write(output, "wb") as handle:
-        torch.save(fairseq_checkpoint(model, num_updates=step), handle)
+    write_torch(output, fairseq_checkpoint(model, num_updates=step))
     return output
 
 

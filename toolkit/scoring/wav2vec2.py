@@ -175,10 +175,9 @@ def _min_samples(model: nn.Module) -> int:
 
 def save_wav2vec2(path: str | os.PathLike, model: nn.Module, config: dict) -> None:
     """Save a torchaudio wav2vec2 model with the keyword arguments of ``torchaudio.models.wav2vec2_model``."""
-    from toolkit.io import atomic_write
+    from toolkit.io import write_torch
 
-    with atomic_write(path, "wb") as handle:
-        torch.save({"format": "toolkit-wav2vec2", "config": dict(config), "state_dict": model.state_dict()}, handle)
+    write_torch(path, {"format": "toolkit-wav2vec2", "config": dict(config), "state_dict": model.state_dict()})
 
 
 def load_wav2vec2(path: str | os.PathLike) -> nn.Module:
