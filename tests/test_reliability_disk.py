@@ -160,6 +160,38 @@ def test_import_fairseq_on_a_full_disk(disk, tmp_path, capsys):
     assert not out.exists() and hidden_temporaries(disk) == []
 
 
+def test_pretrain_on_a_full_disk(disk, tmp_path, capsys):
+    from training_support import make_shards
+
+    shards = make_shards(tmp_path / "data", clips=4, seconds=0.6, max_count=4)
+    fill(disk, leave=0)
+    root = disk / "run"
+    code, err = cli(capsys, "pretrain", "--config", REPO / "toolkit/configs/pretrain/tiny.yaml",
+                    "--data.train_shards", shards, "--trainer.default_root_dir", root, "--trainer.max_steps", "2",
+                    "--logging.wandb", "disabled")
+    line = error_line(err)
+    assert code == 2 and str(root) in line and "no space left on device" in line, line
+    assert not list(root.rglob("*.ckpt"))
+
+
+def test_atomic_files_get_the_permissions_open_would_give(tmp_path):
+    """Results and checkpoints are shared on clusters: not owner-only like a bare mkstemp file."""
+    import os
+
+    from toolkit.io import write_text
+
+    mask = os.umask(0o022)
+    try:
+        write_text(tmp_path / "results.csv", "a\n")
+        save_model(tmp_path / "model.pt", wav2vec_tiny())
+        with open(tmp_path / "plain.txt", "w") as handle:
+            handle.write("a\n")
+    finally:
+        os.umask(mask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"results.csv": 0o644, "model.pt": 0o644, "plain.txt": 0o644}
+
+
 # --- a file-size limit (works without root): EFBIG is reported like a full disk -------------------
 
 

@@ -218,6 +218,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if trainer.is_global_zero:
             print("stopped by SIGTERM after writing a checkpoint; rerun the same command to resume", file=sys.stderr)
         return 143
+    except OSError as err:  # a full disk under a logger or the config writer: one line, not a traceback
+        from toolkit.io import disk_full_error
+
+        full = disk_full_error(err.filename or trainer.default_root_dir, err)
+        if full is None:
+            raise
+        raise full from None
     return 0
 
 
