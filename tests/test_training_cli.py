@@ -61,7 +61,7 @@ def test_pretrain_from_yaml_config_writes_checkpoints_and_logs(shards, tmp_path)
     root = tmp_path / "run"
     code = toolkit_main(["pretrain", "--config", TINY, "--data.train_shards", str(shards),
                          "--trainer.default_root_dir", str(root), "--trainer.max_steps", "6",
-                         "--checkpoint.every_n_steps", "3"])
+                         "--checkpoint.every_n_steps", "3", "--logging.wandb", "offline"])
     assert code == 0
     names = sorted(p.name for p in (root / "checkpoints").iterdir())
     assert names == ["step-000000003.ckpt", "step-000000006.ckpt"]
@@ -74,3 +74,23 @@ def test_pretrain_from_yaml_config_writes_checkpoints_and_logs(shards, tmp_path)
     lrs = read_metric(root, "train/lr")
     assert lrs[0] == pytest.approx(1e-7) and lrs[5] > lrs[0]  # warm-up of the tiny config
     assert (root / "csv" / "version_0" / "config.yaml").is_file()
+    assert list((root / "wandb").glob("offline-run-*")), "W&B logs offline when asked (no network, no key)"
+
+
+@pytest.mark.parametrize("name", ["wav2vec_large", "small", "tiny"])
+def test_shipped_configs_parse(name, capsys):
+    import yaml
+
+    config = str(REPO / f"toolkit/configs/pretrain/{name}.yaml")
+    with pytest.raises(SystemExit) as exit_info:
+        toolkit_main(["pretrain", "--config", config, "--data.train_shards", "shards/x", "--print_config"])
+    assert exit_info.value.code == 0
+    parsed = yaml.safe_load(capsys.readouterr().out)
+    assert parsed["data"]["train_shards"] == "shards/x"
+    if name == "wav2vec_large":  # fairseq's wav2vec_large recipe
+        model, data = parsed["model"], parsed["data"]
+        assert (model["preset"], model["loss"], model["lr"], model["warmup_updates"]) == ("large", "bce", 0.005, 500)
+        assert (model["warmup_init_lr"], model["min_lr"], model["stop_min_lr"]) == (1e-7, 1e-6, 1e-9)
+        assert model["max_updates"] == 400_000 and parsed["trainer"]["max_steps"] == 400_000
+        assert (data["max_tokens"], data["max_sample_size"]) == (1_500_000, 150_000)
+        assert parsed["trainer"]["precision"] == "bf16-mixed"

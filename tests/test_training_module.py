@@ -214,11 +214,11 @@ def test_collapse_detector_reports_the_constant_solution(tmp_path):
     with torch.no_grad():  # zero step projections: every logit 0, the constant solution
         module.model.prediction.weight.zero_()
         module.model.prediction.bias.zero_()
-    detector = CollapseDetector(patience=2)
-    t = trainer(tmp_path, 3, [detector])
+    detector = CollapseDetector(patience=2, stop_after=3)
+    t = trainer(tmp_path, 6, [detector])
     with pytest.warns(UserWarning, match="constant solution"):
-        t.fit(module, batches(3))
-    assert detector.collapsed_steps == 3
+        t.fit(module, batches(6))
+    assert detector.collapsed_steps == 3 and t.global_step == 3  # stopped by collapse.stop_after
     assert t.callback_metrics["train/collapsed"].item() == 1.0
 
 

@@ -328,9 +328,12 @@ class CollapseDetector(pl.Callback):
             self.warned = False
         pl_module.log("train/collapsed", float(collapsed))
         pl_module.log("train/collapsed_steps", float(self.collapsed_steps))
-        if self.stop_after is not None and self.run_length >= self.stop_after:
-            rank_zero_warn(f"collapsed for {self.run_length} steps: stopping (collapse.stop_after)")
-            trainer.should_stop = True
+        if self.stop_after is not None:
+            # Ranks see different batches: stop when any rank has been collapsed long enough.
+            stop = trainer.strategy.reduce_boolean_decision(self.run_length >= self.stop_after, all=False)
+            if stop:
+                rank_zero_warn(f"collapsed for {self.stop_after}+ steps: stopping (collapse.stop_after)")
+                trainer.should_stop = True
 
     def state_dict(self) -> dict[str, Any]:
         return {"run_length": self.run_length, "collapsed_steps": self.collapsed_steps}

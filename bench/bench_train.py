@@ -1,0 +1,137 @@
+"""CPU pretraining throughput (audio seconds per second) and the cost of DDP on CPU.
+
+Part 1, the training step alone: forward + backward + Adam of the ``tiny`` and ``small`` presets
+on a fixed batch of B crops of T samples (synthetic harmonic audio), one process, ``--threads``
+torch threads. Median over steps after a warm-up; the CPU-time rate (audio seconds per second of
+process CPU time) is given too, because wall time on a shared machine is noisy.
+
+Part 2, the whole pipeline: ``toolkit pretrain`` (Lightning, AudioShardDataModule on synthetic
+int16 shards, logging, checkpointing at the end) with 1 process and with 2 DDP processes (gloo),
+one thread each. Throughput is ``train/audio_sec_per_sec`` from the CSV log (summed over ranks),
+median over the steps after the first 5. DDP efficiency = rate(2 procs) / (2 x rate(1 proc)).
+
+    python bench/bench_train.py [--steps 30] [--threads 1] [--no-ddp] [--no-record]
+
+Appends a dated table to bench/RESULTS.md (unless --no-record).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests"))
+
+from common import append_results, table  # noqa: E402
+from training_support import make_shards, read_metric, subprocess_env, synth_clip  # noqa: E402
+
+from toolkit.training.module import Wav2VecPretraining  # noqa: E402
+
+RATE = 16_000
+BATCHES = {"tiny": (8, 40_000), "small": (8, 40_000)}  # (crops, samples per crop): 8 x 2.5 s
+
+
+def step_throughput(preset: str, steps: int) -> dict:
+    batch_size, crop = BATCHES[preset]
+    rng = np.random.default_rng(0)
+    audio = torch.from_numpy(np.stack([synth_clip(rng, crop / RATE)[:crop] for _ in range(batch_size)]))
+    batch = {"audio": audio, "lengths": torch.full((batch_size,), crop)}
+    module = Wav2VecPretraining(preset=preset, lr=5e-4, warmup_updates=10, max_updates=1000)
+    optimizer = torch.optim.Adam(module.model.parameters(), lr=5e-4)
+
+    def step() -> None:
+        out = module.compute(batch)
+        optimizer.zero_grad()
+        (out["loss_sum"] / out["sample_size"]).backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    walls, cpus = [], []
+    for _ in range(steps):
+        w, c = time.perf_counter(), time.process_time()
+        step()
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    seconds = batch_size * crop / RATE
+    wall = statistics.median(walls)
+    return {"preset": preset, "params": sum(p.numel() for p in module.model.parameters()),
+            "batch": f"{batch_size} x {crop / RATE:.1f} s", "step_s": wall,
+            "wall_rate": seconds / wall, "cpu_rate": seconds / statistics.median(cpus)}
+
+
+def pipeline_throughput(preset: str, devices: int, shards: Path, steps: int, work: Path) -> dict:
+    root = work / f"{preset}-{devices}"
+    batch_size, crop = BATCHES[preset]
+    args = [sys.executable, "-m", "toolkit", "pretrain", "--config", str(REPO / "toolkit/configs/pretrain/tiny.yaml"),
+            "--model.preset", preset, "--data.train_shards", str(shards), "--data.max_sample_size", str(crop),
+            "--data.min_sample_size", str(crop // 2), "--data.max_tokens", str(batch_size * crop),
+            "--data.num_workers", "0", "--trainer.max_steps", str(steps), "--trainer.devices", str(devices),
+            "--trainer.strategy", "ddp" if devices > 1 else "auto", "--trainer.default_root_dir", str(root),
+            "--checkpoint.every_n_steps", "0"]
+    start = time.perf_counter()
+    result = subprocess.run(args, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, timeout=1800)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-3000:])
+    rates = read_metric(root, "train/audio_sec_per_sec")
+    steady = [v for s, v in sorted(rates.items()) if s >= 5]
+    return {"preset": preset, "procs": devices, "rate": statistics.median(steady), "wall": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--no-ddp", action="store_true", help="skip part 2")
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0]
+
+    rows = []
+    for preset in ("tiny", "small"):
+        r = step_throughput(preset, args.steps)
+        rows.append([r["preset"], f"{r['params']:,}", r["batch"], f"{r['step_s']:.3f}", f"{r['wall_rate']:.1f}",
+                     f"{r['cpu_rate']:.1f}"])
+    part1 = table(["preset", "parameters", "batch", "step (s)", "audio-s/s (wall)", "audio-s/s (CPU time)"], rows)
+    print(part1)
+    body = f"Training step alone (forward + backward + Adam, fp32, {args.threads} thread(s)):\n\n{part1}"
+
+    if not args.no_ddp:
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            shards = make_shards(work / "data", clips=48, seconds=4.0, max_count=12)
+            for preset in ("tiny", "small"):
+                one = pipeline_throughput(preset, 1, shards, args.steps, work)
+                two = pipeline_throughput(preset, 2, shards, args.steps, work)
+                eff = two["rate"] / (2 * one["rate"])
+                rows.append([preset, f"{one['rate']:.1f}", f"{two['rate']:.1f}", f"{eff:.0%}",
+                             f"{one['wall']:.0f} / {two['wall']:.0f}"])
+        part2 = table(["preset", "1 proc audio-s/s", "2 DDP procs audio-s/s", "DDP efficiency",
+                       f"wall for {args.steps} steps incl. start-up (s), 1 / 2"], rows)
+        print(part2)
+        body += ("\n\nWhole pipeline (`toolkit pretrain`: Lightning + shard loader, 1 thread per process, "
+                 f"{args.steps} steps, median after step 5; 2 procs = DDP over gloo):\n\n{part2}")
+    notes = (f"1-minute load average at the start: {load:.1f} on {os.cpu_count()} cores (other jobs share this "
+             "machine; wall-time rates are lower bounds, the CPU-time rate is steadier).")
+    print(notes)
+    if not args.no_record:
+        append_results("Pretraining throughput on CPU (bench_train.py)", body, notes)
+
+
+if __name__ == "__main__":
+    main()
