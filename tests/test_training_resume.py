@@ -74,6 +74,7 @@ def assert_curve_matches(reference: dict[int, float], resumed: dict[int, float],
     assert all(s in resumed for s in steps), f"missing steps after resume: {sorted(set(steps) - set(resumed))}"
     ref = torch.tensor([reference[s] for s in steps])
     got = torch.tensor([resumed[s] for s in steps])
+    print(f"\nresumed at {first}: max |loss - reference| = {(got - ref).abs().max().item():.2e}")
     # Same data position, same negatives (seeded by step), same Adam state: equal up to float noise.
     torch.testing.assert_close(got, ref, rtol=1e-3, atol=1e-3)
 
