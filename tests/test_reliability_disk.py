@@ -17,7 +17,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from reliability_support import REPO, cli_command, env, error_line, fill, make_clips, small_disk, visible_files
+from reliability_support import (
+    REPO,
+    cli_command,
+    env,
+    error_line,
+    fill,
+    make_clips,
+    small_disk,
+    visible_files,
+)
 
 from toolkit.cli import main
 from toolkit.errors import ToolkitError
