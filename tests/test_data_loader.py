@@ -227,6 +227,16 @@ def test_on_corrupt_error_raises_naming_the_shard(damaged):
         _collect(loader)
 
 
+def test_resampled_stream_over_unusable_shards_raises_instead_of_hanging(shards, damaged):
+    broken = [str(damaged / "shard-000002.tar"), str(damaged / "shard-000005.tar")]
+    with pytest.raises(DataError, match="all 2 shards are corrupt"):
+        _collect(iterate_batches(broken, resampled=True, samples_per_epoch=10**6, max_sample_size=MAX_SAMPLE,
+                                 max_tokens=MAX_TOKENS))
+    with pytest.raises(DataError, match="shorter than min_sample_size"):
+        _collect(iterate_batches(str(shards), resampled=True, min_sample_size=10**6, max_sample_size=10**6,
+                                 max_tokens=10**7))
+
+
 def test_undecodable_sample_inside_a_valid_tar_is_skipped(tmp_path):
     import webdataset as wds
 

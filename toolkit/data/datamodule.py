@@ -228,8 +228,15 @@ class ShardStream(IterableDataset):
     def _my_shards(self, worker: int, num_workers: int) -> Iterator[str]:
         if self.resampled:
             rng = random.Random(f"resample:{self.seed}:{self.epoch}:{self.rank}:{worker}")
+            candidates = list(self.urls)
             while True:
-                yield self.urls[rng.randrange(len(self.urls))]
+                if self.stats.corrupt_shards:
+                    bad = set(self.stats.corrupt_shards)
+                    candidates = [u for u in candidates if u not in bad]
+                if not candidates:  # drawing forever from damaged shards would hang
+                    raise DataError(self.urls[0] if len(self.urls) == 1 else None,
+                                    f"all {len(self.urls)} shards are corrupt: {', '.join(self.stats.corrupt_shards[:3])}")
+                yield candidates[rng.randrange(len(candidates))]
         else:
             yield from assign_shards(self.urls, rank=self.rank, world_size=self.world_size, worker=worker,
                                  num_workers=num_workers, seed=self.seed, epoch=self.epoch, shuffle=self.shuffle)
@@ -283,16 +290,21 @@ class ShardStream(IterableDataset):
             return rng.randrange(frames - take + 1) if self.random_crop else 0
 
         for key, extension, data, url in items:
+            samples = None
             try:
-                frames, samples = decode_crop(data, extension, self.max_sample_size, choose_start)
-                if frames < min_frames:
+                _, samples = decode_crop(data, extension, self.max_sample_size, choose_start, min_frames)
+                if samples is None:
                     self.stats.too_short += 1
-                    continue
             except Exception as err:
                 if self.on_corrupt == "error":
                     raise DataError(url, f"sample {key}: cannot decode {extension} audio ({err})") from None
                 self.stats.corrupt_samples += 1
                 log.warning("%s: skipping undecodable sample %s (%s)", url, key, err)
+            if samples is None:
+                unusable = self.stats.too_short + self.stats.corrupt_samples
+                if self.resampled and self.stats.samples == 0 and unusable >= 10_000:
+                    raise DataError(url, f"none of {unusable} utterances tried is usable (shorter than min_sample_size "
+                                    f"{self.min_sample_size} or undecodable): a resampled stream would never yield")
                 continue
             self.stats.samples += 1
             yield key, samples

@@ -174,15 +174,19 @@ def decode_audio(data: bytes, extension: str, start: int = 0, frames: int = -1) 
     raise ValueError(f"unknown audio extension {extension!r}")
 
 
-def decode_crop(data: bytes, extension: str, max_frames: int, choose_start=None) -> tuple[int, np.ndarray]:
+def decode_crop(data: bytes, extension: str, max_frames: int, choose_start=None,
+                min_frames: int = 0) -> tuple[int, np.ndarray | None]:
     """Decode at most ``max_frames`` samples of an encoded utterance -> ``(total frames, float32 [T])``.
 
     ``choose_start(frames, take) -> int`` picks the crop's first frame (default 0). Only the crop is
-    decoded, and a FLAC stream is opened once.
+    decoded, and a FLAC stream is opened once. Utterances shorter than ``min_frames`` are not
+    decoded: ``(frames, None)``.
     """
     if extension == "flac":
         with sf.SoundFile(io.BytesIO(data)) as handle:
             frames = handle.frames
+            if frames < min_frames:
+                return frames, None
             take = min(frames, max_frames)
             start = choose_start(frames, take) if choose_start is not None and frames > take else 0
             if start:
@@ -190,6 +194,8 @@ def decode_crop(data: bytes, extension: str, max_frames: int, choose_start=None)
             samples = handle.read(take, dtype="float32")
     else:
         frames = audio_frames(data, extension)
+        if frames < min_frames:
+            return frames, None
         take = min(frames, max_frames)
         start = choose_start(frames, take) if choose_start is not None and frames > take else 0
         samples = decode_audio(data, extension, start, take)
