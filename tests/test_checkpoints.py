@@ -101,7 +101,7 @@ def test_truncated_checkpoint(tmp_path):
     data = path.read_bytes()
     cut = tmp_path / "cut.pt"
     cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="truncated or corrupt checkpoint \(incomplete zip") as err:
+    with pytest.raises(CheckpointError, match=r"truncated or corrupt checkpoint \(incomplete zip") as err:
         load_model(cut)
     assert str(cut) in str(err.value)
 
