@@ -83,7 +83,8 @@ class Wav2VecScorer:
 
     The network runs once per batch (``model.encode``); negatives are then drawn ``draws`` times from
     per-utterance generators seeded by ``(seed, key)``, and each measure is averaged over the draws.
-    Scores therefore do not depend on how utterances are batched.
+    Scores therefore do not depend on how utterances are batched; on CPU each clip is run alone, so
+    they are bit-identical whatever the batching (on GPU they agree to float rounding).
     """
 
     sample_rate = SAMPLE_RATE
@@ -145,6 +146,19 @@ class Wav2VecScorer:
                 f"inputs shorter than the model's minimum of {self.min_samples} samples: "
                 + ", ".join(f"{k} ({n})" for k, n in short)
             )
+        if self.device.type == "cpu" and batch > 1:
+            # CPU conv/matmul kernels sum in an order that depends on the tensor sizes, so a clip's
+            # scores would change in the last bits with the batch it lands in. Scoring each clip
+            # alone makes them bit-identical whatever the batching, and on CPU it costs nothing
+            # (no padding either; bench/bench_batching.py).
+            parts = [self.score_batch(wavs[i : i + 1, : int(n)], lengths[i : i + 1], keys[i : i + 1])
+                     for i, n in enumerate(lengths.tolist())]
+            return {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+        return self.score_batch(wavs, lengths, keys)
+
+    @torch.inference_mode()
+    def score_batch(self, wavs: Tensor, lengths: Tensor, keys: Sequence[str]) -> dict[str, Tensor]:
+        """:meth:`score` of a whole padded batch in one network pass (what :meth:`score` does on GPU)."""
         wavs = wavs.to(self.device, torch.float32)
         lengths = lengths.to(self.device)
         with autocast_context(self.device, self.dtype):
