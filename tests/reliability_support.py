@@ -56,11 +56,13 @@ def run_cli(*args: str | os.PathLike, timeout: float = 300, environ: dict[str, s
 
 
 def error_line(err: str) -> str:
-    """The CLI's ``error: ...`` line, asserting it is the only trace of the failure (no traceback)."""
+    """The CLI's ``error: ...`` line, asserting it is the only trace of the failure: one line, the last
+    thing on stderr, and no traceback."""
     assert "Traceback" not in err, err[-3000:]
-    lines = [line for line in err.strip().splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1, err[-3000:]
-    return lines[0]
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], err[-3000:]
+    return errors[0]
 
 
 def _mount(target: Path, size: str) -> str | None:

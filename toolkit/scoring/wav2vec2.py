@@ -202,6 +202,11 @@ def load_wav2vec2(path: str | os.PathLike) -> nn.Module:
 
 def load_fairseq_wav2vec2(path: str | os.PathLike) -> nn.Module:
     """A local fairseq wav2vec 2.0 CTC checkpoint, converted with torchaudio's ``import_fairseq_model``."""
+    from toolkit.models.checkpoint import safe_torch_load
+
+    # fairseq's own torch.load has no allow-list, and TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 turns it into
+    # a plain unpickler: vet the file with ours first, so a pickle that would run code is refused here.
+    safe_torch_load(path)
     try:
         from fairseq import checkpoint_utils
     except Exception as err:  # fairseq may be missing or fail to import on this Python
