@@ -49,6 +49,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset
 
+from toolkit.batching import pack_by_padded_size
 from toolkit.data.shards import AUDIO_KEYS, INDEX_NAME, ShardIndex, decode_crop, read_shard_index
 from toolkit.errors import DataError
 
@@ -125,18 +126,7 @@ def assign_shards(urls: list[str], *, rank: int, world_size: int, worker: int, n
 
 def pack_lengths(lengths: list[int], max_tokens: int) -> list[list[int]]:
     """Greedy packing of positions (sorted by length) into batches with ``B * max(len) <= max_tokens``."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        # ascending lengths: the new item sets the batch's padded length
-        if current and (len(current) + 1) * lengths[i] > max_tokens:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
+    return pack_by_padded_size(lengths, max_tokens)
 
 
 def estimate_batch_size(lengths: list[int], *, max_sample_size: int, min_sample_size: int, max_tokens: int,

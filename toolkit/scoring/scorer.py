@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from toolkit.audio import SAMPLE_RATE, audio_info, load_audio
+from toolkit.batching import pack_by_padded_size
 from toolkit.errors import AudioError
 from toolkit.scoring.measures import compute_measures, oriented, select_measures
 
@@ -203,18 +204,7 @@ def plan_batches(lengths: Sequence[int], max_batch_samples: int) -> list[list[in
 
     A single input longer than the budget forms its own batch.
     """
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        longest = lengths[current[0]] if current else lengths[i]
-        if current and (len(current) + 1) * longest > max_batch_samples:
-            batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
-    return batches
+    return pack_by_padded_size(lengths, max_batch_samples, longest_first=True)
 
 
 def pad(waves: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
