@@ -6,6 +6,7 @@ only the runs that get killed are subprocesses (``python -m toolkit pretrain``).
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -97,6 +98,20 @@ def test_sigterm_then_resume(shards, reference, tmp_path):
     final = torch.load(tmp_path / "checkpoints" / f"step-{MAX_STEPS:09d}.ckpt", weights_only=True)
     assert final["global_step"] == MAX_STEPS
     assert_curve_matches(reference, read_metric(tmp_path, "train/loss"), stopped_at)
+
+
+def test_sigterm_to_the_whole_process_group_with_loader_workers(shards, tmp_path):
+    """scancel signals every process of the job, DataLoader workers included: still a clean checkpoint."""
+    command = pretrain_command(*args(shards, tmp_path), "--data.num_workers", "1")
+    proc = subprocess.Popen(command, cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    wait_for(lambda: (tmp_path / "checkpoints" / f"step-{EVERY:09d}.ckpt").exists(), proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out[-2000:]
+    assert "stopped by SIGTERM" in out and "is killed by signal" not in out
+    stopped_at = max(steps_of(tmp_path))
+    assert torch.load(tmp_path / "checkpoints" / f"step-{stopped_at:09d}.ckpt", weights_only=True)["global_step"] == stopped_at
 
 
 def test_sigkill_during_checkpoint_write_then_resume(shards, reference, tmp_path):

@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import random
+import signal
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,12 @@ def assign_shards(urls: list[str], *, rank: int, world_size: int, worker: int, n
     if shuffle:
         random.Random(f"shards:{seed}:{epoch}").shuffle(order)
     return order[rank::world_size][worker::num_workers]
+
+
+def leave_sigterm_to_main(_worker_id: int) -> None:
+    """DataLoader workers ignore SIGTERM. SLURM's ``scancel`` (and ``kill`` of a process group) signals
+    every process: a worker that died first would crash the trainer before it could checkpoint."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def pack_lengths(lengths: list[int], max_tokens: int) -> list[list[int]]:
@@ -464,7 +471,8 @@ def iterate_batches(
     if num_workers > 0:
         loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                             persistent_workers=False, prefetch_factor=prefetch_factor,
-                            multiprocessing_context=multiprocessing_context, timeout=timeout)
+                            multiprocessing_context=multiprocessing_context, timeout=timeout,
+                            worker_init_fn=leave_sigterm_to_main)
     if even_batches is None:
         even_batches = world_size > 1 and not resampled and dist.is_available() and dist.is_initialized()
     group = _step_group() if even_batches else None
