@@ -27,7 +27,7 @@ exclude=()
 [ -d "$SHARED/data/mos/yourtts/audio" ] && exclude=(--exclude-eval-set "$SHARED/data/mos/yourtts/audio")
 "$TOOLKIT" manifest "${folders[@]}" --domain en "${exclude[@]}" --output "$WORK/manifest.tsv"
 
-# 2. 16 kHz FLAC shards.
+# 2. 16 kHz shards (int16 by default: the fastest to stream).
 "$TOOLKIT" shard "$WORK/manifest.tsv" --output "$WORK/shards" --max-count 500
 
 # 3. Pretrain on CPU (toolkit/configs/pretrain/small.yaml: 8 x 2.5 s crops, Adam 5e-4, clipping).
