@@ -13,9 +13,6 @@ Appends a dated block to bench/RESULTS.md (unless --no-record).
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -27,6 +24,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.common import append_results  # noqa: E402
 from toolkit.scoring.evaluate import evaluate  # noqa: E402
 
 
@@ -58,9 +56,6 @@ def main() -> int:
     summary = format_summary(result)
     n = next(r["n"] for r in result.rows if r["level"] == "utterance")
     lines = [
-        "",
-        f"## bench_scoring.py — {datetime.date.today()} — {platform.node()} ({os.cpu_count()} cores visible, "
-        f"torch threads {args.threads}), CPU",
         f"YourTTS Portuguese, {n} clips; model `{args.checkpoint}`"
         + (" = wav2vec_small with SEEDED RANDOM WEIGHTS (untrained: a noise floor, not a result)" if args.checkpoint.startswith("random:") else "")
         + f"; {args.draws} negative draws; plus the acoustic control; 1000 bootstrap resamples.",
@@ -71,11 +66,10 @@ def main() -> int:
         summary.strip(),
         "```",
     ]
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines)
     print(text)
     if not args.no_record:
-        with open(REPO / "bench" / "RESULTS.md", "a") as handle:
-            handle.write(text)
+        append_results("bench_scoring.py: zero-shot evaluation on CPU", text)
     return 0
 
 
