@@ -40,7 +40,7 @@ import torch
 
 from toolkit.degrade import DEGRADATIONS, degrade_files, parse_types, read_manifest, severity_srcc
 from toolkit.errors import CheckpointError, ToolkitError
-from toolkit.io import write_json, write_text
+from toolkit.io import atomic_write, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,17 @@ class ModelChoice:
     step: int | None = None
     path: str | None = None
     training: dict = field(default_factory=dict)
+
+    def info(self) -> dict:
+        """Where the model came from, as written to the results (no weights)."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.description,
+            "path": self.path,
+            "step": self.step,
+            "training": self.training,
+        }
 
 
 @dataclass
@@ -486,16 +497,8 @@ def demo(
     say("")
     say(summary)
     say(f"\nwrote {out / 'severity_srcc.csv'}, {out / 'severity_srcc.png'}, {out / 'summary.txt'}")
-    model_info = {
-        "name": choice.name,
-        "kind": choice.kind,
-        "description": choice.description,
-        "path": choice.path,
-        "step": choice.step,
-        "training": choice.training,
-    }
     return DemoResult(
-        str(out), table_rows, summary, model_info, synthesis, {k: round(v, 1) for k, v in timings.items()}
+        str(out), table_rows, summary, choice.info(), synthesis, {k: round(v, 1) for k, v in timings.items()}
     )
 
 
@@ -513,26 +516,17 @@ def _write_outputs(out, rows, summary, choice, synthesis, timings, levels, seed,
         "rows",
         "constant_clips",
     ]
-    path = out / "severity_srcc.csv"
-    with open(path.with_suffix(".tmp"), "w", newline="") as handle:
+    with atomic_write(out / "severity_srcc.csv", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for r in rows:
             writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
-    os.replace(path.with_suffix(".tmp"), path)
     write_json(
         out / "severity_srcc.json",
         {
             "synthetic_speech": True,
             "synthesis": synthesis,
-            "model": {
-                "name": choice.name,
-                "kind": choice.kind,
-                "description": choice.description,
-                "path": choice.path,
-                "step": choice.step,
-                "training": choice.training,
-            },
+            "model": choice.info(),
             "levels": levels,
             "seed": seed,
             "types": {t: asdict(DEGRADATIONS[t]) for t in types},
