@@ -135,27 +135,9 @@ def test_demo_uses_embedded_default_then_pretrains_without_one(tmp_path, capsys)
     assert result.model["kind"] == "embedded-default"
     assert "embedded default model" in result.summary and "MODEL_CARD.md" in result.summary
 
-    result = demo(
-        tmp_path / "b",
-        sentences=1,
-        levels=1,
-        types="clip",
-        draws=1,
-        measures=MEASURES[:1],
-        n_boot=20,
-        default_dir=tmp_path / "none",
-        pretrain_preset="tiny",
-        pretrain_steps=2,
-        pretrain_sentences=2,
-        progress=False,
-    )
-    assert result.model["kind"] == "demo-pretrained" and result.model["training"]["steps"] == 2
-    assert "PRETRAINED BY THIS DEMO" in result.summary and "NOT the embedded default" in result.summary
-    assert (tmp_path / "b" / "model" / "demo-pretrained.pt").is_file()
-    # pretraining used other sentences than the test sentence
-    with open(tmp_path / "b" / "pretrain_speech" / "synthetic.csv", newline="") as handle:
-        texts = [r["text"] for r in csv.DictReader(handle)]
-    assert texts == list(SENTENCES[1:3])
+    # No embedded default and no --checkpoint: a clear error, no improvised model.
+    with pytest.raises(CheckpointError, match="embedded default model is missing"):
+        demo(tmp_path / "b", sentences=1, levels=1, types="clip", default_dir=tmp_path / "none", progress=False)
     capsys.readouterr()
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,13 +13,12 @@ import pytorch_lightning as pl
 import soundfile as sf
 import torch
 from torch.utils.data import DataLoader
-from training_support import synth_clip
+from training_support import read_wandb_history, synth_clip
 
 from toolkit.errors import ToolkitError
 from toolkit.models.checkpoint import load_model, save_model
 from toolkit.models.wav2vec import wav2vec_tiny
 from toolkit.training.callbacks import (
-    AdaptationCurve,
     AtomicCheckpointIO,
     CollapseDetector,
     StepCheckpoint,
@@ -26,6 +27,7 @@ from toolkit.training.callbacks import (
     list_checkpoints,
 )
 from toolkit.training.cli import wandb_mode
+from toolkit.training.curve import AdaptationCurve
 from toolkit.training.module import (
     FairseqCosineSchedule,
     Wav2VecPretraining,
@@ -222,25 +224,60 @@ def test_collapse_detector_reports_the_constant_solution(tmp_path):
     assert t.callback_metrics["train/collapsed"].item() == 1.0
 
 
-def test_adaptation_curve_scores_a_mos_set_during_training(tmp_path):
+def _curve_mos_set(tmp_path) -> Path:
+    """9 rated clips: four systems of two clips and one system with a single clip."""
     rng = np.random.default_rng(1)
     rows = ["path,mos,system"]
-    for i in range(8):
+    for i in range(9):
         clip = synth_clip(rng, 1.0)
-        noisy = clip + (i / 8) * rng.standard_normal(clip.shape).astype(np.float32) * 0.2
+        noisy = clip + (i / 9) * rng.standard_normal(clip.shape).astype(np.float32) * 0.2
         sf.write(tmp_path / f"c{i}.wav", noisy, 16000)
-        rows.append(f"c{i}.wav,{5 - i / 2:.2f},sys{i % 4}")
+        rows.append(f"c{i}.wav,{5 - i / 2:.2f},{'solo' if i == 8 else f'sys{i % 4}'}")
     (tmp_path / "mos.csv").write_text("\n".join(rows) + "\n")
-    curve = AdaptationCurve(f"csv:{tmp_path / 'mos.csv'}", every_n_steps=2, measures=["entropy.mean", "loss_bce"],
-                            output=str(tmp_path / "curve"))
+    return tmp_path / "mos.csv"
+
+
+def test_adaptation_curve_equals_toolkit_evaluate_and_reaches_wandb(tmp_path, monkeypatch):
+    from pytorch_lightning.loggers import WandbLogger
+
+    from toolkit.cli import main
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    mos = _curve_mos_set(tmp_path)
+    measures = ["entropy.mean", "loss_bce"]
+    curve = AdaptationCurve(f"csv:{mos}", every_n_steps=2, measures=measures, output=str(tmp_path / "curve"))
     module = Wav2VecPretraining(preset="tiny", lr=1e-3, warmup_updates=2, max_updates=100)
-    trainer(tmp_path, 4, [curve]).fit(module, batches(4))
-    steps = sorted({r["step"] for r in curve.history})
-    assert steps == [0, 2, 4]
-    assert {(r["measure"], r["level"]) for r in curve.history} == {
-        (m, lvl) for m in ("entropy.mean", "loss_bce") for lvl in ("utterance", "system")}
-    assert all(-1 <= r["srcc"] <= 1 for r in curve.history if r["srcc"] == r["srcc"])
+    logger = WandbLogger(project="curve-test", save_dir=str(tmp_path), offline=True)
+    t = pl.Trainer(accelerator="cpu", devices=1, max_steps=4, logger=logger, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                   callbacks=[curve], log_every_n_steps=1)
+    t.fit(module, batches(4))
+    run_dir = Path(logger.experiment.dir).parent
+    logger.experiment.finish()
+    assert module.model.training  # scoring put the model back in train mode
+    assert sorted({r["step"] for r in curve.history}) == [0, 2, 4]
+    ckpt = save_model(tmp_path / "step4.pt", module.model, step=4)
+
+    # The same checkpoint and set through `toolkit evaluate`: every figure of the last point equals.
+    assert main(["evaluate", str(ckpt), "--dataset", f"csv:{mos}", "--measures", ",".join(measures),
+                 "--draws", "1", "--seed", "0", "--device", "cpu", "--bootstrap", "10", "--no-plots",
+                 "--no-progress", "--wandb-mode", "disabled", "--output", str(tmp_path / "eval")]) == 0
+    with open(tmp_path / "eval" / "results.csv", newline="") as handle:
+        evaluated = {(r["measure"], r["level"]): r for r in csv.DictReader(handle) if r["scorer"] != "random-init"}
+    last = {(r["measure"], r["level"]): r for r in curve.history if r["step"] == 4}
+    assert set(last) == {(m, lvl) for m in measures for lvl in ("utterance", "system")} == set(evaluated)
+    for key, row in last.items():
+        assert row["n"] == int(evaluated[key]["n"]), key  # system level: the one-clip system left out (n=4)
+        assert row["srcc"] == pytest.approx(float(evaluated[key]["srcc"]), abs=1e-6), key
+    assert last[("loss_bce", "system")]["n"] == 4
+
+    # The curve's points went to the real (offline) W&B run at their steps.
+    history = read_wandb_history(run_dir)
+    logged = {(r["trainer/global_step"], k): v for r in history for k, v in r.items() if k.startswith("adaptation/")}
+    for r in curve.history:
+        key = (r["step"], f"adaptation/{r['measure']}/srcc_{'utt' if r['level'] == 'utterance' else 'sys'}")
+        assert logged[key] == pytest.approx(r["srcc"], abs=1e-9), key
     text = (tmp_path / "curve" / "curve.csv").read_text().splitlines()
     assert text[0] == "step,measure,level,n,srcc" and len(text) == 1 + len(curve.history)
     assert (tmp_path / "curve" / "curve.png").stat().st_size > 1000
-    assert module.model.training  # scoring put the model back in train mode

@@ -122,3 +122,37 @@ class ParamChecksum(_pl.Callback if _pl else object):
         record = {"rank": trainer.global_rank, "world_size": trainer.world_size, "sha256": digest.hexdigest(),
                   "global_step": trainer.global_step, "writes": self.writes}
         (Path(self.out_dir) / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def read_wandb_history(run_dir: Path) -> list[dict]:
+    """Every history row of a finished offline W&B run, read back from its ``run-*.wandb`` file.
+
+    The file is W&B's transaction log: a 7-byte header (``:W&B``, magic, version), then LevelDB
+    log records (4-byte CRC, 2-byte length, 1-byte type: full/first/middle/last) in 32 KiB blocks,
+    each record a ``wandb_internal_pb2.Record`` protobuf. wandb 0.31 ships no Python reader for it.
+    """
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = Path(run_dir).glob("run-*.wandb")
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", f"{path}: not a W&B transaction log"
+    block, pos, pending, rows = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a record header is padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        payload, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 0:  # zero padding
+            continue
+        pending = payload if kind in (1, 2) else pending + payload
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            if record.WhichOneof("record_type") == "history":
+                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                             for item in record.history.item})
+    return rows

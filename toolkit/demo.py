@@ -10,9 +10,8 @@
    (``-severity``; +1 = the score falls exactly as the degradation grows), mean within clip with a
    bootstrap 95% interval over clips.
 
-Model: ``--checkpoint`` if given, else the embedded default in ``toolkit/assets/default/``, else (no
-default shipped yet) a tiny model pretrained by the demo itself for ``--pretrain-seconds`` on
-*other* synthetic sentences than the ones it is tested on. The output names the model used.
+Model: ``--checkpoint`` if given, else the embedded default in ``toolkit/assets/default/``. The
+output names the model used.
 
 Writes to DIR: ``clean/`` (synthetic speech), ``degraded/`` (graded set and manifest.csv),
 ``evaluate/`` (per-clip scores; SRCC against a pseudo-MOS pooled over all types),
@@ -58,7 +57,7 @@ class ModelChoice:
     name: str
     model: torch.nn.Module
     description: str
-    kind: str  # "checkpoint" | "embedded-default" | "demo-pretrained"
+    kind: str  # "checkpoint" | "embedded-default"
     step: int | None = None
     path: str | None = None
     training: dict = field(default_factory=dict)
@@ -124,83 +123,6 @@ def load_choice(path: str | os.PathLike, kind: str) -> ModelChoice:
         f"{f', step {step}' if step is not None else ''})" + (f"; model card: {card}" if card else "")
     )
     return ModelChoice("model", model, description, kind, step, str(path))
-
-
-def pretrain_demo_model(
-    waves: Sequence[np.ndarray],
-    *,
-    preset: str = "small",
-    seconds: float = 90.0,
-    max_steps: int | None = None,
-    batch_size: int = 8,
-    crop_seconds: float = 2.0,
-    lr: float = 1e-3,
-    warmup_steps: int = 50,
-    seed: int = 0,
-    sample_rate: int = 16_000,
-) -> tuple[torch.nn.Module, dict]:
-    """Pretrain ``preset`` from scratch on ``waves`` (``[time]`` arrays) for a wall-clock budget.
-
-    A stopgap for the demo until a real pretrained default ships: plain Adam on fairseq's BCE
-    contrastive loss over random ``crop_seconds`` crops, linear warm-up, gradient clipping at 1.
-    Returns ``(eval-mode model, info)``; info has steps, seconds, first/last loss and accuracy.
-    """
-    from toolkit.models.loss import contrastive_accuracy, contrastive_loss
-    from toolkit.models.wav2vec import build_preset
-
-    if not waves:
-        raise ValueError("no pretraining audio")
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = build_preset(preset)
-    model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    crop = int(crop_seconds * sample_rate)
-    tensors = [torch.from_numpy(np.asarray(w, dtype=np.float32)) for w in waves]
-    losses: list[float] = []
-    accuracies: list[float] = []
-    start = time.perf_counter()
-    step = 0
-    while time.perf_counter() - start < seconds and (max_steps is None or step < max_steps):
-        batch, lengths = [], []
-        for index in rng.integers(0, len(tensors), size=batch_size):
-            w = tensors[int(index)]
-            begin = int(rng.integers(0, max(w.numel() - crop, 0) + 1))
-            piece = w[begin : begin + crop]
-            batch.append(piece)
-            lengths.append(piece.numel())
-        padded = torch.zeros(batch_size, max(lengths))
-        for i, piece in enumerate(batch):
-            padded[i, : piece.numel()] = piece
-        for group in optimizer.param_groups:
-            group["lr"] = lr * min(1.0, (step + 1) / max(warmup_steps, 1))
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        out = model(padded, torch.tensor(lengths), generator=generator)
-        loss_sum, size = contrastive_loss(out.logits, out.mask, "bce")
-        loss = loss_sum / size.clamp(min=1)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-        accuracies.append(float(contrastive_accuracy(out.logits.detach(), out.mask).mean()))
-        step += 1
-    model.eval()
-    tail = max(len(losses) // 10, 1)
-    info = {
-        "preset": preset,
-        "parameters": _parameters(model),
-        "steps": step,
-        "seconds": round(time.perf_counter() - start, 1),
-        "batch": f"{batch_size} x {crop_seconds:g} s crops",
-        "lr": lr,
-        "loss_first": round(float(np.mean(losses[:tail])), 4) if losses else None,
-        "loss_last": round(float(np.mean(losses[-tail:])), 4) if losses else None,
-        "train_accuracy_last": round(float(np.mean(accuracies[-tail:])), 4) if accuracies else None,
-        "chance_accuracy": round(1.0 / (1 + model.num_negatives), 4),
-        "audio_seconds": round(sum(w.size for w in waves) / sample_rate, 1),
-    }
-    return model, info
 
 
 # --------------------------------------------------------------------------------------------------
@@ -334,10 +256,6 @@ def demo(
     seed: int = 0,
     draws: int = 2,
     measures: Sequence[str] | None = None,
-    pretrain_preset: str = "tiny",
-    pretrain_seconds: float = 120.0,
-    pretrain_steps: int | None = None,
-    pretrain_sentences: int | None = None,
     n_boot: int = 1000,
     default_dir: str | os.PathLike = DEFAULT_MODEL_DIR,
     progress: bool = True,
@@ -345,8 +263,7 @@ def demo(
 ) -> DemoResult:
     """Run the whole demo into ``output_dir`` and return its rows and the printed summary.
 
-    ``measures`` defaults to every registered measure. ``pretrain_*`` apply only when neither
-    ``checkpoint`` nor an embedded default exists.
+    ``measures`` defaults to every registered measure.
     """
     from toolkit.scoring.datasets import MosDataset, MosItem
     from toolkit.scoring.evaluate import evaluate
@@ -356,10 +273,8 @@ def demo(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = parse_types(types)
-    if not 1 <= sentences <= len(SENTENCES) - 4:
-        raise ToolkitError(
-            "--sentences", f"choose 1..{len(SENTENCES) - 4} (the rest are kept for demo pretraining)"
-        )
+    if not 1 <= sentences <= len(SENTENCES):
+        raise ToolkitError("--sentences", f"choose 1..{len(SENTENCES)}")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise CheckpointError(checkpoint, "file not found")
     timings: dict[str, float] = {}
@@ -389,41 +304,9 @@ def demo(
     elif (default := find_default_checkpoint(default_dir)) is not None:
         choice = load_choice(default, "embedded-default")
     else:
-        held_out = SENTENCES[sentences:][:pretrain_sentences]
-        say(
-            f"no embedded default model in {default_dir}: pretraining a '{pretrain_preset}' model for "
-            f"{pretrain_seconds:g} s on {len(held_out)} OTHER synthetic sentences (not the test sentences) ..."
-        )
-        train_clips = synthesize(out / "pretrain_speech", held_out, engine=engine, seed=seed + 1000)
-        import soundfile as sf
-
-        waves = [sf.read(c.path, dtype="float32")[0] for c in train_clips]
-        model, info = pretrain_demo_model(
-            waves, preset=pretrain_preset, seconds=pretrain_seconds, max_steps=pretrain_steps, seed=seed
-        )
-        from toolkit.models.checkpoint import save_model
-
-        path = save_model(
-            out / "model" / "demo-pretrained.pt", model, step=info["steps"], extra={"demo_pretraining": info}
-        )
-        collapsed = (
-            info["train_accuracy_last"] is not None
-            and info["train_accuracy_last"] <= 1.5 * info["chance_accuracy"]
-        )
-        info["near_chance"] = bool(collapsed)
-        description = (
-            f"a '{pretrain_preset}' wav2vec model ({info['parameters']:,} parameters) PRETRAINED BY THIS DEMO just now: "
-            f"{info['steps']} steps in {info['seconds']} s on {info['audio_seconds']} s of SYNTHETIC speech "
-            f"(train accuracy {info['train_accuracy_last']}, chance {info['chance_accuracy']}). "
-            "It is NOT the embedded default (none ships yet) and not a real-speech model; saved to "
-            + str(path)
-        )
-        if collapsed:
-            description += (
-                ". WARNING: its accuracy is near chance: it barely learned, so its scores mean little"
-            )
-        choice = ModelChoice(
-            "demo-model", model, description, "demo-pretrained", info["steps"], str(path), info
+        raise CheckpointError(
+            default_dir, "the embedded default model is missing from this installation (expected model.pt); "
+            "reinstall the toolkit or pass --checkpoint"
         )
     say(f"model: {choice.description}")
     timings["model"] = time.perf_counter() - t0
@@ -567,15 +450,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--draws", type=int, default=2, help="negative draws averaged per clip (default 2)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--pretrain-seconds",
-        type=float,
-        default=120.0,
-        help="only without a default model: CPU seconds of demo pretraining (default 120)",
-    )
-    parser.add_argument(
-        "--pretrain-preset", default="tiny", help="only without a default model: architecture preset"
-    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -590,8 +464,6 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         draws=args.draws,
         measures=args.measures,
-        pretrain_preset=args.pretrain_preset,
-        pretrain_seconds=args.pretrain_seconds,
         progress=not args.no_progress,
     )
     print("timings (s): " + ", ".join(f"{k} {v:g}" for k, v in result.seconds.items()))

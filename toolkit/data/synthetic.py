@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from toolkit.audio import SAMPLE_RATE
+
 
 def tone_noise(frames: int, sample_rate: int, rng: np.random.Generator, channels: int = 1) -> np.ndarray:
     """Float32 ``[frames]`` (or ``[frames, channels]``): a random-pitch tone plus noise, peak about 0.5."""
@@ -19,7 +21,7 @@ def tone_noise(frames: int, sample_rate: int, rng: np.random.Generator, channels
 
 
 def write_pcm16_corpus(directory: str | os.PathLike, count: int, *, seed: int = 0, min_seconds: float = 0.5,
-                       max_seconds: float = 6.0, sample_rate: int = 16_000, extension: str = "wav") -> list[Path]:
+                       max_seconds: float = 6.0, sample_rate: int = SAMPLE_RATE, extension: str = "wav") -> list[Path]:
     """``count`` mono 16-bit files at ``sample_rate`` with random durations; returns their paths."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

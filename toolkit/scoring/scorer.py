@@ -48,6 +48,11 @@ class Scorer(Protocol):
     def score(self, wavs: Tensor, lengths: Tensor, keys: Sequence[str] | None = None) -> dict[str, Tensor]: ...
 
 
+def utterance_key(path: str | os.PathLike) -> str:
+    """The name that seeds a file's negatives (its file name): the same for every caller of a scorer."""
+    return Path(path).name
+
+
 def key_seed(seed: int, key: str) -> int:
     """A 63-bit seed from ``(seed, key)``: each utterance draws its own negatives, whatever the batch."""
     digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
@@ -289,7 +294,7 @@ def score_files(
                 keys.append(key)
                 waves.append(wave.samples)
                 file_keys.append(file_key)
-                names.append(path.name)
+                names.append(utterance_key(path))
             if keys:
                 wavs, lengths = pad(waves)
                 values = scorer.score(wavs, lengths, names)

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-SR = 16_000
+from toolkit.audio import SAMPLE_RATE
+
+SR = SAMPLE_RATE
 
 
 def tone(seconds: float = 1.0, rate: int = SR, channels: int = 1, amplitude: float = 0.3, seed: int = 0) -> np.ndarray:

@@ -3,7 +3,9 @@
 - :mod:`toolkit.training.module`: :class:`Wav2VecPretraining` (loss, Adam + fairseq's cosine
   schedule, non-finite step skipping, continued pretraining) and the pure schedule/statistics.
 - :mod:`toolkit.training.callbacks`: atomic checkpoints (every N steps, at the end, on SIGTERM;
-  last K kept), throughput, collapse detection, the adaptation curve.
+  last K kept), throughput, collapse detection.
+- :mod:`toolkit.training.curve`: the adaptation curve (SRCC on a held-out MOS set every N steps,
+  computed by the evaluator's scorer and :func:`toolkit.scoring.metrics.correlate`).
 - :mod:`toolkit.training.cli`: the LightningCLI entry point and YAML configs in
   ``toolkit/configs/pretrain/``.
 

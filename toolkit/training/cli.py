@@ -104,12 +104,12 @@ def _cli_class():
 
     from toolkit.data.datamodule import AudioShardDataModule
     from toolkit.training.callbacks import (
-        AdaptationCurve,
         AtomicCheckpointIO,
         CollapseDetector,
         StepCheckpoint,
         ThroughputMonitor,
     )
+    from toolkit.training.curve import AdaptationCurve
     from toolkit.training.module import Wav2VecPretraining
 
     class PretrainCLI(LightningCLI):

@@ -50,7 +50,6 @@ from toolkit.models.wav2vec import PRESETS, Wav2VecConfig, Wav2VecModel, build_p
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 HEADER_KEY = "toolkit"
 TRAINING_STATE_KEY = "toolkit_training"
 
