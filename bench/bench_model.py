@@ -23,7 +23,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import append_results, median_time, table  # noqa: E402
 
-from toolkit.models.convert import fairseq_checkpoint  # noqa: E402
+from toolkit.models.fairseq_format import fairseq_checkpoint  # noqa: E402
 from toolkit.models.loss import contrastive_loss  # noqa: E402
 from toolkit.models.wav2vec import build_preset  # noqa: E402
 

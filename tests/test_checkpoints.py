@@ -12,7 +12,8 @@ import torch
 
 from toolkit.errors import CheckpointError
 from toolkit.models.checkpoint import FORMAT, load_checkpoint, load_model, safe_torch_load, save_model
-from toolkit.models.convert import export_fairseq, fairseq_checkpoint, import_fairseq, parse_layers
+from toolkit.models.convert import export_fairseq, import_fairseq
+from toolkit.models.fairseq_format import fairseq_checkpoint, parse_layers
 from toolkit.models.wav2vec import wav2vec_small, wav2vec_tiny
 
 
@@ -29,7 +30,7 @@ def test_save_load_round_trip_is_self_describing(tmp_path):
     assert raw["format"] == FORMAT and raw["format_version"] == 1 and raw["step"] == 42
     assert raw["config"]["conv_aggregator_layers"][0] == [32, 2, 1]
     loaded, info = load_checkpoint(path)
-    assert info == {"source": "toolkit", "step": 42, "path": str(path)}
+    assert info == {"source": "toolkit", "step": 42, "path": str(path), "training": None}
     assert not loaded.training
     for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
@@ -43,7 +44,9 @@ def test_fairseq_format_round_trip_without_fairseq(tmp_path):
     assert load_checkpoint(out)[1]["step"] == 9
     for (k, v), (k2, v2) in zip(model.state_dict().items(), imported.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
+    assert load_checkpoint(out)[1]["training"] == {"loss": "bce", "balanced": False}
     back = export_fairseq(out, tmp_path / "back.pt")
+    assert torch.load(back, weights_only=True)["cfg"]["criterion"]["infonce"] is False
     assert torch.equal(torch.load(back, weights_only=True)["model"]["wav2vec_predictions.project_to_steps.weight"],
                        torch.load(path, weights_only=True)["model"]["wav2vec_predictions.project_to_steps.weight"])
 
@@ -206,3 +209,11 @@ def test_atomic_save_leaves_previous_file_intact_on_failure(tmp_path, monkeypatc
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
     assert os.path.getsize(path) > 0
+
+
+def test_export_needs_the_loss_of_a_checkpoint_that_does_not_record_it(tmp_path):
+    old = save_model(tmp_path / "old.pt", wav2vec_tiny(), step=3)  # no `training`: as before 0.2
+    with pytest.raises(CheckpointError, match="does not record its training loss.*--loss"):
+        export_fairseq(old, tmp_path / "fs.pt")
+    out = export_fairseq(old, tmp_path / "fs.pt", loss="infonce")
+    assert torch.load(out, weights_only=True)["cfg"]["criterion"]["infonce"] is True

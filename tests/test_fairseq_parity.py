@@ -16,8 +16,9 @@ import torch
 fairseq_wav2vec = pytest.importorskip("fairseq.models.wav2vec.wav2vec", reason="fairseq not installed")
 logging.getLogger("fairseq").setLevel(logging.WARNING)
 
-from toolkit.models.checkpoint import load_checkpoint  # noqa: E402
-from toolkit.models.convert import export_fairseq, import_fairseq, model_from_fairseq  # noqa: E402
+from toolkit.errors import CheckpointError  # noqa: E402
+from toolkit.models.checkpoint import load_checkpoint, model_from_fairseq  # noqa: E402
+from toolkit.models.convert import export_fairseq, import_fairseq  # noqa: E402
 from toolkit.models.wav2vec import LARGE_CONTEXT, LARGE_ENCODER  # noqa: E402
 
 ATOL = 1e-5
@@ -154,3 +155,51 @@ def test_projected_features_variants_match(tmp_path):
         with torch.no_grad():
             out = model(wav, negatives="fairseq")
         torch.testing.assert_close(flatten_like_fairseq(out.logits, model.offset, out.z.shape[-1]), fs_logits, atol=1e-4, rtol=1e-5)
+
+
+def test_infonce_training_exports_as_infonce_and_fairseq_computes_the_same_loss(tmp_path):
+    """A model pretrained with InfoNCE records it; the export makes fairseq's model InfoNCE too."""
+    import pytorch_lightning as pl
+    from fairseq import checkpoint_utils
+    from torch.utils.data import DataLoader
+
+    from toolkit.cli import main
+    from toolkit.models.loss import contrastive_loss
+    from toolkit.training.module import Wav2VecPretraining
+
+    torch.manual_seed(0)
+    data = [{"audio": torch.randn(2, 8000) * 0.1, "lengths": torch.tensor([8000, 8000]), "keys": ["a", "b"]}] * 2
+    module = Wav2VecPretraining(preset="tiny", loss="infonce", lr=1e-3, warmup_updates=1, max_updates=10)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(module, DataLoader(data, batch_size=None))
+    ckpt = tmp_path / "infonce.ckpt"
+    trainer.save_checkpoint(ckpt)
+    assert load_checkpoint(ckpt)[1]["training"] == {"loss": "infonce", "balanced": False}
+
+    exported = tmp_path / "fairseq.pt"
+    assert main(["export-fairseq", str(ckpt), "--output", str(exported)]) == 0
+    state = checkpoint_utils.load_checkpoint_to_cpu(str(exported))
+    assert state["cfg"].criterion.infonce is True and state["cfg"].model.infonce is True
+    fs = fairseq_wav2vec.Wav2VecModel.build_model(state["cfg"].model, task=None).eval()
+    fs.load_state_dict(state["model"], strict=True)
+    assert fs.wav2vec_predictions.infonce is True
+
+    # fairseq's InfoNCE loss on its own outputs equals ours, with the same negatives.
+    ours = load_checkpoint(ckpt)[0]
+    wav = torch.randn(2, 7000) * 0.1
+    torch.manual_seed(7)
+    with torch.no_grad():
+        out = fs(wav)
+        fs_loss = torch.nn.functional.cross_entropy(out["cpc_logits"], out["cpc_targets"], reduction="sum")
+    torch.manual_seed(7)
+    with torch.no_grad():
+        mine = ours(wav, negatives="fairseq")
+    loss_sum, size = contrastive_loss(mine.logits, mine.mask, "infonce")
+    assert out["cpc_logits"].shape[0] == int(size)
+    torch.testing.assert_close(loss_sum, fs_loss, atol=1e-3, rtol=1e-5)
+
+    # Re-importing the export keeps the loss; a conflicting --loss is refused.
+    assert load_checkpoint(exported)[1]["training"]["loss"] == "infonce"
+    with pytest.raises(CheckpointError, match="infonce loss, not bce"):
+        export_fairseq(ckpt, tmp_path / "wrong.pt", loss="bce")

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from toolkit.models.checkpoint import save_model
-from toolkit.models.convert import fairseq_checkpoint
+from toolkit.models.fairseq_format import fairseq_checkpoint
 from toolkit.models.wav2vec import wav2vec_small, wav2vec_tiny
 from toolkit.testing import bad_inputs as bad
 

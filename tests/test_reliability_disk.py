@@ -160,7 +160,7 @@ def test_save_model_on_a_full_disk_keeps_the_previous_checkpoint(disk, leave):
 
 
 def test_import_fairseq_on_a_full_disk(disk, tmp_path, capsys):
-    fairseq = export_fairseq(wav2vec_tiny(), tmp_path / "fairseq.pt")
+    fairseq = export_fairseq(wav2vec_tiny(), tmp_path / "fairseq.pt", loss="bce")
     fill(disk, leave=16384)
     out = disk / "imported.pt"
     code, err = cli(capsys, "import-fairseq", fairseq, "--output", out)
@@ -213,7 +213,7 @@ def _limit_file_size(limit: int):
 
 
 def test_file_size_limit_is_a_clear_error_too(clips, tmp_path):
-    fairseq = export_fairseq(wav2vec_tiny(), tmp_path / "fairseq.pt")
+    fairseq = export_fairseq(wav2vec_tiny(), tmp_path / "fairseq.pt", loss="bce")
     out = tmp_path / "imported.pt"
     done = subprocess.run(cli_command("import-fairseq", fairseq, "--output", out), cwd=REPO, env=env(),
                           capture_output=True, text=True, timeout=300, preexec_fn=_limit_file_size(50_000))

@@ -43,7 +43,7 @@ python - "$newest" "$REPO/toolkit/assets/default/model.pt" <<'PY'
 import sys
 from toolkit.models.checkpoint import load_checkpoint, save_model
 model, info = load_checkpoint(sys.argv[1])
-save_model(sys.argv[2], model, step=info["step"], extra={"source": sys.argv[1]})
+save_model(sys.argv[2], model, step=info["step"], training=info["training"], extra={"source": sys.argv[1]})
 print(f"installed {sys.argv[1]} (step {info['step']}) as {sys.argv[2]}")
 PY
 echo "Now evaluate it (docs/results.md) and update toolkit/assets/default/MODEL_CARD.md."

@@ -7,7 +7,7 @@ A toolkit checkpoint is a plain dict (loadable with ``torch.load(weights_only=Tr
 
 Lightning checkpoints written by :mod:`toolkit.training` carry the same header under the key
 ``"toolkit"`` and their weights under ``state_dict`` with a ``model.`` prefix. fairseq wav2vec (v1)
-checkpoints are converted on the fly by :mod:`toolkit.models.convert`.
+checkpoints are converted on the fly through the key tables of :mod:`toolkit.models.fairseq_format`.
 
 Every load goes through :func:`safe_torch_load`: ``weights_only=True`` with an explicit allow-list.
 A file that needs any other Python object is refused, and nothing in it runs.
@@ -28,6 +28,7 @@ import torch
 
 from toolkit.errors import CheckpointError
 from toolkit.io import write_torch
+from toolkit.models.fairseq_format import FAIRSEQ_TO_TOOLKIT, config_from_fairseq, map_state_dict
 from toolkit.models.wav2vec import Wav2VecConfig, Wav2VecModel, wav2vec_model
 
 FORMAT = "wav2vec-toolkit"
@@ -103,11 +104,25 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
         raise CheckpointError(path, f"not a readable torch checkpoint ({type(err).__name__}: {str(err)[:120]})") from None
 
 
-def checkpoint_header(config: Wav2VecConfig, step: int | None) -> dict:
-    """The self-description every toolkit checkpoint carries."""
+LOSSES = ("bce", "infonce")
+
+
+def training_objective(loss: str, balanced: bool = False) -> dict:
+    """The ``training`` entry of a header: the contrastive loss the weights were trained with."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    return {"loss": loss, "balanced": bool(balanced)}
+
+
+def checkpoint_header(config: Wav2VecConfig, step: int | None, training: dict | None = None) -> dict:
+    """The self-description every toolkit checkpoint carries.
+
+    ``training`` (from :func:`training_objective`) records the loss; export to fairseq needs it.
+    Checkpoints written before it was recorded have no ``training`` entry.
+    """
     from toolkit import __version__
 
-    return {
+    header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": "wav2vec",
@@ -115,14 +130,22 @@ def checkpoint_header(config: Wav2VecConfig, step: int | None) -> dict:
         "step": None if step is None else int(step),
         "toolkit_version": __version__,
     }
+    if training is not None:
+        header["training"] = training_objective(**training)
+    return header
 
 
 def save_model(
-    path: str | os.PathLike, model: Wav2VecModel, *, step: int | None = None, extra: dict | None = None
+    path: str | os.PathLike,
+    model: Wav2VecModel,
+    *,
+    step: int | None = None,
+    training: dict | None = None,
+    extra: dict | None = None,
 ) -> Path:
-    """Write ``model`` as a self-describing toolkit checkpoint, atomically."""
+    """Write ``model`` as a self-describing toolkit checkpoint, atomically (``training``: the loss)."""
     path = Path(path)
-    obj = checkpoint_header(model.config, step)
+    obj = checkpoint_header(model.config, step, training)
     obj["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     obj["extra"] = extra or {}
     write_torch(path, obj)
@@ -163,6 +186,22 @@ def _model_from_state(config_dict: dict, state_dict: dict, path: Path) -> Wav2Ve
     return load_weights(wav2vec_model(config), state_dict, path)
 
 
+def model_from_fairseq(obj: dict, path: str | os.PathLike = "<checkpoint>") -> tuple[Wav2VecModel, int | None]:
+    """Build a toolkit model from a loaded fairseq checkpoint dict. Returns ``(model, num_updates)``."""
+    path = Path(path)
+    config, _ = config_from_fairseq(obj, path)
+    state = obj["model"]
+    if not isinstance(state, dict):
+        raise CheckpointError(path, "fairseq checkpoint 'model' entry is not a state dict")
+    # project_features="same" shares the aggregator: fairseq stores it twice.
+    same = config.project_features == "same"
+    weights = map_state_dict(state, FAIRSEQ_TO_TOOLKIT, path, drop=lambda k: same and k.startswith("project_features."))
+    model = load_weights(wav2vec_model(config), weights, path)
+    history = obj.get("optimizer_history") or [{}]
+    step = history[-1].get("num_updates") if isinstance(history[-1], dict) else None
+    return model, step
+
+
 def describe(obj: Any) -> str:
     """What kind of checkpoint a loaded object is: toolkit, lightning, fairseq, or unknown."""
     if not isinstance(obj, dict):
@@ -177,7 +216,11 @@ def describe(obj: Any) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[Wav2VecModel, dict]:
-    """Load any supported checkpoint as ``(model, info)``; info has ``source``, ``step``, ``path``."""
+    """Load any supported checkpoint as ``(model, info)``.
+
+    info has ``source``, ``step``, ``path`` and ``training`` (``{"loss", "balanced"}``, or ``None``
+    for toolkit checkpoints written before the loss was recorded).
+    """
     path = Path(path)
     obj = safe_torch_load(path)
     kind = describe(obj)
@@ -185,6 +228,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Wav2VecModel, dict]:
         header = _upgrade(obj, path)
         model = _model_from_state(header["config"], obj["state_dict"], path)
         step = header.get("step")
+        training = header.get("training")
     elif kind == "lightning":
         header = _upgrade(obj["toolkit"], path)
         prefix = "model."
@@ -193,15 +237,15 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[Wav2VecModel, dict]:
             raise CheckpointError(path, "Lightning checkpoint has no 'model.*' weights")
         model = _model_from_state(header["config"], weights, path)
         step = header.get("step", obj.get("global_step"))
+        training = header.get("training")
     elif kind == "fairseq":
-        from toolkit.models.convert import model_from_fairseq
-
         model, step = model_from_fairseq(obj, path)
+        training = config_from_fairseq(obj, path)[1]
     else:
         keys = ", ".join(sorted(map(str, obj))[:6]) if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(path, f"not a wav2vec checkpoint (top-level keys: {keys})")
     model.eval()
-    return model, {"source": kind, "step": step, "path": str(path)}
+    return model, {"source": kind, "step": step, "path": str(path), "training": training}
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Wav2VecModel:

@@ -169,13 +169,6 @@ def load_initial_model(path: str) -> Wav2VecModel:
     return load_model(path, map_location="cpu")
 
 
-def checkpoint_header(config: Wav2VecConfig, step: int) -> dict:
-    """The self-describing header stored under ``checkpoint["toolkit"]``."""
-    from toolkit.models.checkpoint import checkpoint_header as header
-
-    return header(config, step)
-
-
 # --------------------------------------------------------------------------------------------
 # The LightningModule
 # --------------------------------------------------------------------------------------------
@@ -409,7 +402,10 @@ class Wav2VecPretraining(pl.LightningModule):
     # -- checkpoints ------------------------------------------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[HEADER_KEY] = checkpoint_header(self.model.config, int(self.global_step))
+        from toolkit.models.checkpoint import checkpoint_header, training_objective
+
+        objective = training_objective(self.hparams.loss, self.hparams.balanced)
+        checkpoint[HEADER_KEY] = checkpoint_header(self.model.config, int(self.global_step), objective)
         checkpoint[TRAINING_STATE_KEY] = {"skipped_steps": int(self.skipped_steps)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
