@@ -238,9 +238,12 @@ def _curve_mos_set(tmp_path) -> Path:
 
 
 def test_adaptation_curve_equals_toolkit_evaluate_and_reaches_wandb(tmp_path, monkeypatch):
+    import wandb
     from pytorch_lightning.loggers import WandbLogger
 
     from toolkit.cli import main
+
+    wandb.finish()  # a run left open by an earlier test would be reused by the logger
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -16,6 +16,7 @@ import pytest
 import torch
 from training_support import REPO, make_shards, pretrain_command, read_metric, subprocess_env
 
+from toolkit.errors import DataError, ToolkitError
 from toolkit.training.callbacks import SLEEP_ENV, is_complete_checkpoint, list_checkpoints
 from toolkit.training.cli import main
 
@@ -133,3 +134,29 @@ def test_sigkill_during_checkpoint_write_then_resume(shards, reference, tmp_path
     assert steps_of(tmp_path)[-1] == MAX_STEPS
     assert not list(ckpts.glob("*.tmp")), "stale temporary files are cleaned up"
     assert_curve_matches(reference, read_metric(tmp_path, "train/loss"), EVERY)
+
+
+def test_the_stream_position_is_in_the_checkpoint_and_a_changed_stream_is_refused(shards, tmp_path, caplog):
+    assert main([*args(shards, tmp_path), "--trainer.max_steps", str(EVERY)]) == 0
+    ckpt = torch.load(tmp_path / "checkpoints" / f"step-{EVERY:09d}.ckpt", weights_only=True)
+    state = ckpt["AudioShardDataModule"]
+    progress = ckpt["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["completed"]
+    # Batches trained in the current epoch (the loader's prefetched batch is not counted).
+    assert (state["epoch"], state["batches_consumed"]) == (ckpt["epoch"], progress + 1)
+    assert state["stream"]["num_workers"] == 0 and state["stream"]["world_size"] == 1
+
+    # Another worker count deals the shards differently: the position would be meaningless.
+    with pytest.raises(DataError, match=r"cannot resume the data stream.*num_workers: 0 -> 1.*on_stream_mismatch"):
+        main([*args(shards, tmp_path), "--data.num_workers", "1"])
+    caplog.set_level("WARNING")
+    assert main([*args(shards, tmp_path), "--data.num_workers", "1", "--trainer.max_steps", str(EVERY + 2),
+                 "--data.on_stream_mismatch", "restart"]) == 0
+    assert "restarts from its beginning" in caplog.text
+
+
+def test_the_schedule_length_is_the_trainers_max_steps(shards, tmp_path):
+    assert main([*args(shards, tmp_path), "--trainer.max_steps", "12", "--model.max_updates", "null"]) == 0
+    ckpt = torch.load(tmp_path / "checkpoints" / f"step-{12:09d}.ckpt", weights_only=True)
+    assert ckpt["lr_schedulers"][0]["max_updates"] == 12
+    with pytest.raises(ToolkitError, match="trainer.max_steps"):
+        main([*args(shards, tmp_path / "unbounded"), "--trainer.max_steps", "-1", "--model.max_updates", "null"])

@@ -35,314 +35,30 @@ Memory per worker is bounded by ``shuffle_buffer`` encoded utterances (each at m
 from __future__ import annotations
 
 import logging
-import math
 import os
-import random
-import signal
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
-from toolkit.batching import pack_by_padded_size
-from toolkit.data.shards import AUDIO_KEYS, INDEX_NAME, ShardIndex, decode_crop, read_shard_index
+from toolkit.data.stream import (
+    LoaderStats,
+    ShardSource,
+    ShardStream,
+    assign_shards,
+    collate,
+    estimate_batch_size,
+    leave_sigterm_to_main,
+    pack_lengths,
+    plan_resampled_epoch,
+    resolve_shards,
+)
 from toolkit.errors import DataError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoaderStats:
-    """What one iterator (one worker) skipped. Workers log these; ``num_workers=0`` keeps them here."""
-
-    shards: int = 0
-    samples: int = 0
-    batches: int = 0
-    corrupt_shards: list[str] = field(default_factory=list)
-    corrupt_samples: int = 0
-    too_short: int = 0
-
-
-@dataclass
-class ShardSource:
-    """Shard URLs plus the index when there is one (for epoch planning without decoding)."""
-
-    urls: list[str]
-    index: ShardIndex | None = None
-
-    @property
-    def lengths(self) -> list[int]:
-        return [n for shard in self.index.shards for n in shard.lengths] if self.index else []
-
-
-def resolve_shards(spec: str) -> ShardSource:
-    """A folder with ``index.json`` (or just ``*.tar`` files), an ``index.json`` path, or a brace
-    pattern of tar files (``/data/shard-{000000..000099}.tar``)."""
-    path = Path(spec)
-    if path.is_dir() and not (path / INDEX_NAME).exists():
-        tars = sorted(str(p) for p in path.glob("*.tar"))
-        if not tars:
-            raise DataError(spec, f"no {INDEX_NAME} and no .tar shards in this folder")
-        log.warning("%s: no %s; reading its %d .tar files without an index", spec, INDEX_NAME, len(tars))
-        return ShardSource(tars, None)
-    if path.is_dir() or path.name == INDEX_NAME:
-        index = read_shard_index(path)
-        if not index.shards:
-            raise DataError(spec, "shard index lists no shards")
-        return ShardSource(index.urls(), index)
-    import webdataset as wds
-
-    urls = list(wds.shardlists.expand_urls(spec))
-    missing = [u for u in urls if not os.path.exists(u)]
-    if not urls or len(missing) == len(urls):
-        raise DataError(spec, "no shards found (expected a shard folder with index.json or a brace pattern)")
-    index = None
-    if (Path(urls[0]).parent / INDEX_NAME).is_file():
-        full = read_shard_index(Path(urls[0]).parent)
-        keep = {os.path.basename(u) for u in urls}
-        full.shards = [s for s in full.shards if s.name in keep]
-        index = full
-    return ShardSource(urls, index)
-
-
-# ---------------------------------------------------------------------------------------------
-# Pure planning helpers
-
-
-def assign_shards(urls: list[str], *, rank: int, world_size: int, worker: int, num_workers: int,
-                  seed: int, epoch: int, shuffle: bool) -> list[str]:
-    """The shards one (rank, worker) reads in a non-resampled epoch: a disjoint round-robin deal
-    of a permutation that depends only on ``(seed, epoch)``, so all ranks agree without talking."""
-    order = list(urls)
-    if shuffle:
-        random.Random(f"shards:{seed}:{epoch}").shuffle(order)
-    return order[rank::world_size][worker::num_workers]
-
-
-def leave_sigterm_to_main(_worker_id: int) -> None:
-    """DataLoader workers ignore SIGTERM. SLURM's ``scancel`` (and ``kill`` of a process group) signals
-    every process: a worker that died first would crash the trainer before it could checkpoint."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def pack_lengths(lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """Greedy packing of positions (sorted by length) into batches with ``B * max(len) <= max_tokens``."""
-    return pack_by_padded_size(lengths, max_tokens)
-
-
-def estimate_batch_size(lengths: list[int], *, max_sample_size: int, min_sample_size: int, max_tokens: int,
-                        pool_batches: int = 8, seed: int = 0, max_items: int = 200_000) -> float:
-    """Mean utterances per batch for these utterance lengths, simulating the loader's pooling."""
-    rng = random.Random(seed)
-    items = [min(n, max_sample_size) for n in lengths if n >= max(min_sample_size, 1)]
-    if not items:
-        return 1.0
-    if len(items) > max_items:
-        items = rng.sample(items, max_items)
-    rng.shuffle(items)
-    batches = 0
-    pool: list[int] = []
-    pool_limit = pool_batches * max_tokens
-    total = 0
-    for n in items:
-        pool.append(n)
-        total += n
-        if total >= pool_limit:
-            batches += len(pack_lengths(pool, max_tokens))
-            pool, total = [], 0
-    if pool:
-        batches += len(pack_lengths(pool, max_tokens))
-    return len(items) / max(batches, 1)
-
-
-def collate(samples: list[tuple[str, np.ndarray]]) -> dict:
-    """``[(key, float32 [T_i])]`` -> ``{"audio": [B, max T_i] zero-padded, "lengths": [B], "keys"}``."""
-    lengths = torch.tensor([s.shape[0] for _, s in samples], dtype=torch.int64)
-    audio = torch.zeros(len(samples), int(lengths.max()) if len(samples) else 0, dtype=torch.float32)
-    for row, (_, samples_i) in enumerate(samples):
-        audio[row, : samples_i.shape[0]] = torch.from_numpy(samples_i)
-    return {"audio": audio, "lengths": lengths, "keys": [k for k, _ in samples], "dummy": False}
-
-
-# ---------------------------------------------------------------------------------------------
-# The iterable dataset
-
-
-class ShardStream(IterableDataset):
-    """Batches from shards for one rank; splits further across DataLoader workers by itself.
-
-    ``rank`` and ``world_size`` are given explicitly (workers cannot ask torch.distributed).
-    ``batches_per_worker`` (resampled mode) cuts each worker's infinite stream. ``epoch`` changes
-    the shard order, shuffles and crops; set it before each pass (the loader wrappers do).
-    """
-
-    def __init__(
-        self,
-        urls: list[str],
-        *,
-        rank: int = 0,
-        world_size: int = 1,
-        max_sample_size: int = 150_000,
-        min_sample_size: int = 0,
-        max_tokens: int = 1_500_000,
-        shuffle_buffer: int = 500,
-        shuffle: bool = True,
-        random_crop: bool = True,
-        resampled: bool = False,
-        batches_per_worker: int | None = None,
-        seed: int = 0,
-        epoch: int = 0,
-        on_corrupt: Literal["skip", "error"] = "skip",
-        pool_batches: int = 8,
-    ) -> None:
-        super().__init__()
-        if not urls:
-            raise DataError(None, "no shards to read")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world_size {world_size}")
-        if max_sample_size > max_tokens:
-            raise ValueError(f"max_sample_size {max_sample_size} > max_tokens {max_tokens}: no batch could hold it")
-        if on_corrupt not in ("skip", "error"):
-            raise ValueError(f"on_corrupt must be 'skip' or 'error', got {on_corrupt!r}")
-        if resampled and batches_per_worker is None:
-            raise ValueError("resampled streams are infinite: give batches_per_worker")
-        self.urls = list(urls)
-        self.rank, self.world_size = rank, world_size
-        self.max_sample_size, self.min_sample_size, self.max_tokens = max_sample_size, min_sample_size, max_tokens
-        self.shuffle_buffer, self.shuffle, self.random_crop = shuffle_buffer, shuffle, random_crop
-        self.resampled, self.batches_per_worker = resampled, batches_per_worker
-        self.seed, self.epoch, self.on_corrupt, self.pool_batches = seed, epoch, on_corrupt, pool_batches
-        self.stats = LoaderStats()
-
-    # -- stages -----------------------------------------------------------------------------
-
-    def _my_shards(self, worker: int, num_workers: int) -> Iterator[str]:
-        if self.resampled:
-            rng = random.Random(f"resample:{self.seed}:{self.epoch}:{self.rank}:{worker}")
-            candidates = list(self.urls)
-            while True:
-                if self.stats.corrupt_shards:
-                    bad = set(self.stats.corrupt_shards)
-                    candidates = [u for u in candidates if u not in bad]
-                if not candidates:  # drawing forever from damaged shards would hang
-                    raise DataError(self.urls[0] if len(self.urls) == 1 else None,
-                                    f"all {len(self.urls)} shards are corrupt: {', '.join(self.stats.corrupt_shards[:3])}")
-                yield candidates[rng.randrange(len(candidates))]
-        else:
-            yield from assign_shards(self.urls, rank=self.rank, world_size=self.world_size, worker=worker,
-                                 num_workers=num_workers, seed=self.seed, epoch=self.epoch, shuffle=self.shuffle)
-
-    def _corrupt(self, url: str, problem: str) -> None:
-        if self.on_corrupt == "error":
-            raise DataError(url, problem)
-        if url not in self.stats.corrupt_shards:
-            self.stats.corrupt_shards.append(url)
-        log.warning("skipping rest of corrupt shard %s: %s", url, problem)
-
-    def _read_shard(self, url: str) -> Iterator[tuple[str, str, bytes, str]]:
-        """``(key, extension, encoded audio, url)`` for every complete sample of one tar file."""
-        from webdataset.tariterators import group_by_keys, tar_file_iterator
-
-        self.stats.shards += 1
-        try:
-            with open(url, "rb") as stream:
-                files = ({**f, "__url__": url} for f in tar_file_iterator(stream))
-                for sample in group_by_keys(files):
-                    audio_key = next((k for k in AUDIO_KEYS if k in sample), None)
-                    if audio_key is None:
-                        self.stats.corrupt_samples += 1
-                        log.warning("%s: sample %s has no audio entry", url, sample.get("__key__"))
-                        continue
-                    yield sample["__key__"], audio_key, sample[audio_key], url
-        except DataError:
-            raise
-        except Exception as err:  # tarfile.ReadError, OSError, ... all mean "this shard is damaged"
-            self._corrupt(url, f"{type(err).__name__}: {str(err).split(' @ ')[0] or 'unreadable'}")
-
-    def _buffer_shuffle(self, items: Iterable, rng: random.Random) -> Iterator:
-        if not self.shuffle or self.shuffle_buffer <= 1:
-            yield from items
-            return
-        buffer: list = []
-        for item in items:
-            if len(buffer) < self.shuffle_buffer:
-                buffer.append(item)
-                continue
-            j = rng.randrange(len(buffer))
-            yield buffer[j]
-            buffer[j] = item
-        rng.shuffle(buffer)
-        yield from buffer
-
-    def _decode(self, items: Iterable[tuple[str, str, bytes, str]], rng: random.Random) -> Iterator[tuple[str, np.ndarray]]:
-        min_frames = max(self.min_sample_size, 1)
-
-        def choose_start(frames: int, take: int) -> int:
-            return rng.randrange(frames - take + 1) if self.random_crop else 0
-
-        for key, extension, data, url in items:
-            samples = None
-            try:
-                _, samples = decode_crop(data, extension, self.max_sample_size, choose_start, min_frames)
-                if samples is None:
-                    self.stats.too_short += 1
-            except Exception as err:
-                if self.on_corrupt == "error":
-                    raise DataError(url, f"sample {key}: cannot decode {extension} audio ({err})") from None
-                self.stats.corrupt_samples += 1
-                log.warning("%s: skipping undecodable sample %s (%s)", url, key, err)
-            if samples is None:
-                unusable = self.stats.too_short + self.stats.corrupt_samples
-                if self.resampled and self.stats.samples == 0 and unusable >= 10_000:
-                    raise DataError(url, f"none of {unusable} utterances tried is usable (shorter than min_sample_size "
-                                    f"{self.min_sample_size} or undecodable): a resampled stream would never yield")
-                continue
-            self.stats.samples += 1
-            yield key, samples
-
-    def _batch(self, items: Iterable[tuple[str, np.ndarray]], rng: random.Random) -> Iterator[dict]:
-        pool: list[tuple[str, np.ndarray]] = []
-        total = 0
-        limit = self.pool_batches * self.max_tokens
-        for item in items:
-            pool.append(item)
-            total += item[1].shape[0]
-            if total >= limit:
-                yield from self._flush(pool, rng)
-                pool, total = [], 0
-        if pool:
-            yield from self._flush(pool, rng)
-
-    def _flush(self, pool: list[tuple[str, np.ndarray]], rng: random.Random) -> Iterator[dict]:
-        groups = pack_lengths([s.shape[0] for _, s in pool], self.max_tokens)
-        if self.shuffle:
-            rng.shuffle(groups)
-        for group in groups:
-            self.stats.batches += 1
-            yield collate([pool[i] for i in group])
-
-    # -- iteration ----------------------------------------------------------------------------
-
-    def __iter__(self) -> Iterator[dict]:
-        info = torch.utils.data.get_worker_info()
-        worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        self.stats = LoaderStats()
-        rng = random.Random(f"samples:{self.seed}:{self.epoch}:{self.rank}:{worker}")
-        encoded = (item for url in self._my_shards(worker, num_workers) for item in self._read_shard(url))
-        batches = self._batch(self._decode(self._buffer_shuffle(encoded, rng), rng), rng)
-        if self.batches_per_worker is not None:
-            for _, batch in zip(range(self.batches_per_worker), batches):
-                yield batch
-        else:
-            yield from batches
-        if info is not None and (self.stats.corrupt_shards or self.stats.corrupt_samples or self.stats.too_short):
-            log.warning("rank %d worker %d: %s", self.rank, worker, self.stats)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,20 +70,37 @@ class EpochLoader:
 
     With ``group`` (a process group; gloo is used), ranks agree after each batch on whether any
     rank still has data; a rank that has run out yields its last batch again with ``dummy=True``.
+
+    :meth:`skip_next` makes the next pass of a given epoch read (without yielding) the batches a
+    resumed run already trained on; every rank skips the same number, so the votes stay in step.
     """
 
     def __init__(self, dataset: ShardStream, loader: Iterable[dict], *, group=None, epoch_fn=None) -> None:
         self.dataset, self.loader, self.group, self.epoch_fn = dataset, loader, group, epoch_fn
         self._passes = 0
+        self._skip: tuple[int, int] | None = None  # (epoch, batches) to skip in that epoch's next pass
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch_fn = None
         self._passes = epoch
 
+    def skip_next(self, epoch: int, batches: int) -> None:
+        """In the next pass, if it is ``epoch``, leave out its first ``batches`` batches."""
+        self._skip = (int(epoch), int(batches))
+
     def __iter__(self) -> Iterator[dict]:
         epoch = self.epoch_fn() if self.epoch_fn is not None else self._passes
         self._passes += 1
         self.dataset.epoch = epoch
+        skip = self._skip[1] if self._skip is not None and self._skip[0] == epoch else 0
+        self._skip = None
+        if skip:
+            log.info("resuming epoch %d of the data stream after its first %d batches", epoch, skip)
+        for index, batch in enumerate(self._in_step()):
+            if index >= skip:
+                yield batch
+
+    def _in_step(self) -> Iterator[dict]:
         if self.group is None:
             yield from self.loader
             return
@@ -481,23 +214,6 @@ def iterate_batches(
     return wrapper
 
 
-def plan_resampled_epoch(source: ShardSource, samples_per_epoch: int | None, *, world_size: int, num_workers: int,
-                         max_sample_size: int, min_sample_size: int, max_tokens: int, seed: int = 0) -> int:
-    """Batches per worker so that all ranks together see about ``samples_per_epoch`` utterances."""
-    lengths = source.lengths
-    if samples_per_epoch is None:
-        if not lengths:
-            raise DataError(source.urls[0], "resampled mode needs samples_per_epoch when there is no index.json")
-        samples_per_epoch = len(lengths)
-    if lengths:
-        per_batch = estimate_batch_size(lengths, max_sample_size=max_sample_size, min_sample_size=min_sample_size,
-                                        max_tokens=max_tokens, seed=seed)
-    else:
-        per_batch = max(1.0, max_tokens / max_sample_size)
-    per_rank = max(1, math.ceil(samples_per_epoch / world_size / per_batch))
-    return max(1, math.ceil(per_rank / num_workers))
-
-
 # ---------------------------------------------------------------------------------------------
 # Lightning
 
@@ -521,6 +237,14 @@ class AudioShardDataModule(pl.LightningDataModule):
         prefetch_factor: batches prefetched per worker.
         timeout: seconds to wait for a batch from the workers before raising (0: forever); a guard
             against stalled network filesystems.
+        on_stream_mismatch: resuming needs the stream the checkpoint was written with (same world
+            size, workers, seed, shards, batching). ``error`` (default) refuses a different one with
+            a message naming the differences; ``restart`` starts the current epoch's stream afresh.
+
+    Resume: :meth:`state_dict` (stored in every Lightning checkpoint) records the epoch and the
+    number of training batches consumed in it, with the settings that make the stream
+    reproducible; :meth:`load_state_dict` checks them and makes the next pass of that epoch skip
+    the consumed batches, so a resumed run continues with exactly the next batch.
     """
 
     def __init__(
@@ -539,9 +263,15 @@ class AudioShardDataModule(pl.LightningDataModule):
         pin_memory: bool = True,
         prefetch_factor: int = 4,
         timeout: float = 0.0,
+        on_stream_mismatch: Literal["error", "restart"] = "error",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if on_stream_mismatch not in ("error", "restart"):
+            raise ValueError(f"on_stream_mismatch must be 'error' or 'restart', got {on_stream_mismatch!r}")
+        self.on_stream_mismatch = on_stream_mismatch
+        self._position = (0, 0)  # (epoch, training batches consumed in it)
+        self._resume: tuple[int, int] | None = None
         if max_sample_size > max_tokens:
             raise ValueError(f"max_sample_size {max_sample_size} > max_tokens {max_tokens}")
         if samples_per_epoch is not None and not resampled:
@@ -578,7 +308,56 @@ class AudioShardDataModule(pl.LightningDataModule):
         return loader
 
     def train_dataloader(self) -> EpochLoader:
-        return self._loader(self.train_shards, train=True)
+        loader = self._loader(self.train_shards, train=True)
+        if self._resume is not None:
+            loader.skip_next(*self._resume)
+            self._resume = None
+        return loader
+
+    # -- resume ------------------------------------------------------------------------------
+
+    def stream_settings(self) -> dict[str, Any]:
+        """What the training stream's order depends on (besides epoch and position)."""
+        _, world = self._rank_world()
+        source = resolve_shards(self.train_shards)
+        return {
+            "world_size": int(world), "num_workers": int(self.num_workers), "seed": int(self.seed),
+            "resampled": bool(self.resampled), "samples_per_epoch": self.samples_per_epoch,
+            "shards": [os.path.basename(u) for u in source.urls],
+            "max_tokens": int(self.max_tokens), "max_sample_size": int(self.max_sample_size),
+            "min_sample_size": int(self.min_sample_size), "shuffle_buffer": int(self.shuffle_buffer),
+        }
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Called for the batch about to be trained on (not for a prefetched one): count it.
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.training:
+            epoch = int(trainer.current_epoch)
+            consumed = self._position[1] + 1 if self._position[0] == epoch else 1
+            self._position = (epoch, consumed)
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        epoch, consumed = self._position
+        return {"epoch": epoch, "batches_consumed": consumed, "stream": self.stream_settings()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "batches_consumed" not in state_dict:
+            return  # a checkpoint from before the stream position was stored: the epoch restarts
+        saved, now = state_dict.get("stream", {}), self.stream_settings()
+        changed = [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now if saved.get(k) != now[k]]
+        epoch, consumed = int(state_dict["epoch"]), int(state_dict["batches_consumed"])
+        if changed:
+            what = "; ".join(changed)
+            if self.on_stream_mismatch == "error":
+                raise DataError(self.train_shards, "cannot resume the data stream where the checkpoint left it: "
+                                f"{what}. Resume with the same settings, or set "
+                                "data.on_stream_mismatch=restart to start epoch "
+                                f"{epoch} afresh")
+            log.warning("data stream settings changed (%s): epoch %d restarts from its beginning", what, epoch)
+            consumed = 0
+        self._position = (epoch, consumed)
+        self._resume = (epoch, consumed)
 
     def val_dataloader(self) -> EpochLoader | list:
         if self.val_shards is None:

@@ -10,17 +10,18 @@
   ``toolkit/configs/pretrain/``.
 
 Resume, and how close it is
-    ``--resume auto`` (default) restores, from the newest complete ``step-*.ckpt``: the weights,
+    ``--resume auto`` (default) restores, from the newest complete checkpoint: the weights,
     Adam's moments, the schedule position, the global step, the epoch and the loop counters, the
-    skipped-step / collapse / audio-hour counters and the adaptation-curve history. The data
-    stream of :class:`~toolkit.data.datamodule.AudioShardDataModule` is a deterministic function
-    of ``(seed, epoch, rank, worker)``, so the resumed run re-reads (decodes without training on)
-    the batches of the current epoch that were already used and continues with exactly the
-    next batch, provided the world size and ``data.num_workers`` are unchanged. Negatives are
-    drawn from a generator seeded by ``(model.seed, global step, rank)``. With dropout 0 (the
-    default) a resumed run therefore reproduces the uninterrupted loss curve up to float noise.
-    Not restored: the global torch RNG (dropout masks differ after a resume when dropout > 0).
-    With ``data.resampled: true`` the same holds (the resampled stream is seeded the same way).
+    skipped-step / collapse / audio-hour counters, the adaptation-curve history and the data
+    stream's position. :class:`~toolkit.data.datamodule.AudioShardDataModule` stores in the
+    checkpoint the epoch, the number of training batches consumed in it and the settings the
+    stream depends on (world size, ``data.num_workers``, seed, shards, batching); on resume it
+    checks them (a changed stream is an error naming the difference, or with
+    ``data.on_stream_mismatch: restart`` the epoch starts afresh) and skips exactly the consumed
+    batches. The stream is a deterministic function of ``(seed, epoch, rank, worker)`` and the
+    negatives of ``(model.seed, global step, rank)``, so with dropout 0 (the default) a resumed
+    run reproduces the uninterrupted loss curve up to float noise. Not restored: the global torch
+    RNG (dropout masks differ after a resume when dropout > 0).
 """
 
 from toolkit.training.module import Wav2VecPretraining, fairseq_cosine_lr

@@ -6,6 +6,7 @@ crops, batch size in samples), ``trainer.*`` (Lightning's Trainer: devices, prec
 gradient clipping), ``checkpoint.*`` (interval and how many to keep), ``collapse.*``,
 ``adaptation.*`` (SRCC on a held-out MOS set during training) and ``logging.*`` (CSV, W&B).
 Values on the command line override the config files; `--print_config` shows the result.
+The cosine schedule spans ``trainer.max_steps`` unless ``model.max_updates`` says otherwise.
 
 Example:
   # pretrain the small preset on your shards for 2,000 steps
@@ -20,8 +21,8 @@ Example:
 
 Resuming: a rerun of the same command continues from the newest complete checkpoint in
 <trainer.default_root_dir>/checkpoints (`--resume auto`, the default); `--resume PATH` names one,
-`--resume none` starts afresh. Model, Adam, schedule, global step and counters are restored; the
-data stream restarts at a new random position (see toolkit/training/__init__.py).
+`--resume none` starts afresh. Model, Adam, schedule, global step, counters and the data stream's
+position are restored (see toolkit/training/__init__.py).
 W&B logs offline by default (`wandb sync` later); `--logging.wandb online` (or WANDB_API_KEY in the
 environment with `auto`) logs online. Keys are never written to configs or logs.
 """
@@ -228,57 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-class SkipFirstBatches:
-    """Wraps a train loader so that its next pass skips the ``skip`` batches already trained on.
-
-    The shard stream is a deterministic function of ``(seed, epoch, rank, worker)``, so with the
-    same world size and ``num_workers`` the skipped batches are exactly those seen before the
-    interruption: they are read and decoded, not trained on. Later passes are not affected.
-    """
-
-    def __init__(self, loader: Any, skip: int) -> None:
-        self.loader = loader
-        self.skip = skip
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.loader, name)
-
-    def __iter__(self):
-        iterator = iter(self.loader)
-        skip, self.skip = self.skip, 0
-        for _ in range(skip):
-            if next(iterator, None) is None:
-                return
-        yield from iterator
-
-
-def batches_done_in_epoch(checkpoint: dict) -> int:
-    """Batches of the checkpoint's current epoch that were already trained on (0 at an epoch end)."""
-    try:
-        progress = checkpoint["loops"]["fit_loop"]["epoch_loop.batch_progress"]
-    except (KeyError, TypeError):
-        return 0
-    if progress.get("is_last_batch"):
-        return 0
-    return int(progress["current"]["ready"])
-
-
 def train(trainer, model, datamodule, ckpt_path: str | None = None) -> None:
-    """``trainer.fit``, resuming from ``ckpt_path`` at the same position in the data stream."""
-    if ckpt_path is not None and datamodule is not None:
-        from toolkit.models.checkpoint import safe_torch_load
-
-        skip = batches_done_in_epoch(safe_torch_load(ckpt_path))
-        if skip:
-            make_loader = datamodule.train_dataloader
-            state = {"first": True}
-
-            def train_dataloader():
-                loader = make_loader()
-                if state["first"]:
-                    state["first"] = False
-                    return SkipFirstBatches(loader, skip)
-                return loader
-
-            datamodule.train_dataloader = train_dataloader
+    """``trainer.fit``, resuming from ``ckpt_path``: the data module's own state (stored in the
+    checkpoint) puts the data stream back where it was."""
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)

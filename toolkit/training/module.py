@@ -198,8 +198,9 @@ class Wav2VecPretraining(pl.LightningModule):
         min_lr: Floor of the cosine (fairseq ``--min-lr``).
         stop_min_lr: Stop training once the learning rate falls below this (fairseq
             ``--stop-min-lr``).
-        max_updates: Length of the cosine schedule in updates (fairseq ``--max-update``). Set the
-            trainer's ``max_steps`` to stop training itself.
+        max_updates: Length of the cosine schedule in updates (fairseq ``--max-update``). Default:
+            the trainer's ``max_steps``, so one number sets both; set it only for a schedule that
+            should not end where training stops.
         adam_betas: Adam betas (fairseq ``--adam-betas``).
         adam_eps: Adam epsilon (fairseq ``--adam-eps``).
         weight_decay: Adam weight decay (fairseq ``--weight-decay``).
@@ -228,7 +229,7 @@ class Wav2VecPretraining(pl.LightningModule):
         warmup_init_lr: float = 1e-7,
         min_lr: float = 1e-6,
         stop_min_lr: float = 1e-9,
-        max_updates: int = 400_000,
+        max_updates: int | None = None,
         adam_betas: tuple[float, float] = (0.9, 0.999),
         adam_eps: float = 1e-8,
         weight_decay: float = 0.0,
@@ -241,7 +242,7 @@ class Wav2VecPretraining(pl.LightningModule):
         super().__init__()
         if lr <= min_lr:
             raise ToolkitError("model.lr", f"peak lr {lr} must exceed min_lr {min_lr}")
-        if warmup_updates < 0 or max_updates <= warmup_updates:
+        if warmup_updates < 0 or (max_updates is not None and max_updates <= warmup_updates):
             raise ToolkitError("model.max_updates", "must exceed warmup_updates (and both be >= 0)")
         self.save_hyperparameters()
         self._init_step = 0
@@ -301,10 +302,24 @@ class Wav2VecPretraining(pl.LightningModule):
             warmup_updates=hp.warmup_updates,
             warmup_init_lr=hp.warmup_init_lr,
             min_lr=hp.min_lr,
-            max_updates=hp.max_updates,
+            max_updates=self.schedule_length(),
             offset=0 if hp.reset_schedule else self._init_step,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def schedule_length(self) -> int:
+        """``model.max_updates``, or else the trainer's ``max_steps``."""
+        hp = self.hparams
+        length = hp.max_updates
+        if length is None:
+            length = self.trainer.max_steps if self._trainer is not None else -1
+            if length is None or length < 0:
+                raise ToolkitError("trainer.max_steps", "the learning-rate schedule needs a length: set "
+                                   "trainer.max_steps (or model.max_updates)")
+        if length <= hp.warmup_updates:
+            raise ToolkitError("model.max_updates" if hp.max_updates is not None else "trainer.max_steps",
+                               f"{length} updates do not exceed the {hp.warmup_updates} warm-up updates")
+        return int(length)
 
     def _generator(self) -> torch.Generator:
         """Negative-sampling generator for this (seed, global step, rank)."""
