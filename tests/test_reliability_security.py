@@ -95,55 +95,63 @@ def _keyword(node: ast.Call, name: str):
     return next((k.value for k in node.keywords if k.arg == name), None)
 
 
+def unsafe_calls(source: str, filename: str) -> tuple[list[str], int]:
+    """The scan: ``(problems as "file:line: call", number of torch.load calls)`` in one source text."""
+    tree = ast.parse(source, filename=filename)
+    problems: list[str] = []
+    torch_loads = 0
+    for node, owner, name in _calls(tree):
+        where = f"{filename}:{node.lineno}"
+        if owner is None and name in ("eval", "exec", "compile", "__import__"):
+            problems.append(f"{where}: {name}()")
+        if owner == "os" and name in ("system", "popen") or owner == "pickle" and name in ("load", "loads"):
+            problems.append(f"{where}: {owner}.{name}()")
+        if owner == "yaml" and name in ("load", "load_all", "unsafe_load", "full_load", "unsafe_load_all"):
+            loader = _keyword(node, "Loader") or (node.args[1] if len(node.args) > 1 else None)
+            text = ast.unparse(loader) if loader is not None else ""
+            if name != "load" and name != "load_all" or "SafeLoader" not in text:
+                problems.append(f"{where}: yaml.{name}({text or 'no Loader'})")
+        shell = _keyword(node, "shell")
+        if shell is not None and not (isinstance(shell, ast.Constant) and shell.value is False):
+            problems.append(f"{where}: shell={ast.unparse(shell)}")
+        if name == "load" and owner == "torch":
+            torch_loads += 1
+            weights_only = _keyword(node, "weights_only")
+            if not (isinstance(weights_only, ast.Constant) and weights_only.value is True):
+                problems.append(f"{where}: torch.load without weights_only=True")
+    return problems, torch_loads
+
+
 def test_package_source_has_no_unsafe_calls():
     sources = sorted((REPO / "toolkit").rglob("*.py"))
     assert len(sources) > 20
     problems: list[str] = []
     torch_loads = 0
     for path in sources:
-        tree = ast.parse(path.read_text(), filename=str(path))
-        where = lambda node: f"{path.relative_to(REPO)}:{node.lineno}"  # noqa: B023, E731
-        for node, owner, name in _calls(tree):
-            if owner is None and name in ("eval", "exec", "compile", "__import__"):
-                problems.append(f"{where(node)}: {name}()")
-            if owner == "os" and name in ("system", "popen") or owner == "pickle" and name in ("load", "loads"):
-                problems.append(f"{where(node)}: {owner}.{name}()")
-            if owner == "yaml" and name in ("load", "load_all", "unsafe_load", "full_load", "unsafe_load_all"):
-                loader = _keyword(node, "Loader") or (node.args[1] if len(node.args) > 1 else None)
-                text = ast.unparse(loader) if loader is not None else ""
-                if name != "load" and name != "load_all" or "SafeLoader" not in text:
-                    problems.append(f"{where(node)}: yaml.{name}({text or 'no Loader'})")
-            shell = _keyword(node, "shell")
-            if shell is not None and not (isinstance(shell, ast.Constant) and shell.value is False):
-                problems.append(f"{where(node)}: shell={ast.unparse(shell)}")
-            if name == "load" and owner == "torch":
-                torch_loads += 1
-                weights_only = _keyword(node, "weights_only")
-                if not (isinstance(weights_only, ast.Constant) and weights_only.value is True):
-                    problems.append(f"{where(node)}: torch.load without weights_only=True")
+        found, loads = unsafe_calls(path.read_text(), str(path.relative_to(REPO)))
+        problems += found
+        torch_loads += loads
     assert problems == []
     assert torch_loads >= 1  # the scan does see the loads
 
 
-def test_the_static_scan_catches_what_it_looks_for(tmp_path):
-    """The scan above is not vacuous: the same walk flags each forbidden call in a sample."""
+def test_the_static_scan_catches_what_it_looks_for():
+    """The scan above is not vacuous: the same function flags each forbidden call in a sample."""
     sample = (
-        "import os, yaml, torch, subprocess\n"
+        "import os, yaml, torch, subprocess, pickle\n"
         "model.eval()\neval('1')\nos.system('x')\nyaml.load(s)\nyaml.load(s, Loader=yaml.SafeLoader)\n"
         "subprocess.run('x', shell=True)\ntorch.load(p)\ntorch.load(p, weights_only=True)\n"
+        "pickle.loads(b)\nexec('x')\nyaml.unsafe_load(s)\nsubprocess.run(['x'], shell=False)\n"
+        "torch.load(p, weights_only=False)\n"
     )
-    tree = ast.parse(sample)
-    flagged = []
-    for node, owner, name in _calls(tree):
-        if (owner, name) in ((None, "eval"), ("os", "system")):
-            flagged.append(name)
-        if owner == "yaml" and "SafeLoader" not in ast.unparse(_keyword(node, "Loader") or ast.Constant("")):
-            flagged.append("yaml.load")
-        if _keyword(node, "shell") is not None:
-            flagged.append("shell")
-        if owner == "torch" and not isinstance(_keyword(node, "weights_only"), ast.Constant):
-            flagged.append("torch.load")
-    assert flagged == ["eval", "system", "yaml.load", "shell", "torch.load"]
+    problems, loads = unsafe_calls(sample, "sample.py")
+    assert problems == [
+        "sample.py:3: eval()", "sample.py:4: os.system()", "sample.py:5: yaml.load(no Loader)",
+        "sample.py:7: shell=True", "sample.py:8: torch.load without weights_only=True",
+        "sample.py:10: pickle.loads()", "sample.py:11: exec()", "sample.py:12: yaml.unsafe_load(no Loader)",
+        "sample.py:14: torch.load without weights_only=True",
+    ]
+    assert loads == 3
 
 
 # --- untrusted configs and checkpoints ------------------------------------------------------------

@@ -76,6 +76,24 @@ def test_save_load_roundtrip_and_bad_input(model, tmp_path):
         Wav2Vec2CTCScorer(model, dropout=1.5)
 
 
+def test_unreadable_wav2vec2_files_are_named_errors_not_swallowed(model, tmp_path):
+    from toolkit.errors import CheckpointError
+
+    truncated = tmp_path / "cut.pt"
+    save_wav2vec2(truncated, model, TINY)
+    truncated.write_bytes(truncated.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match=r"cut\.pt.*truncated or corrupt"):
+        load_wav2vec2(truncated)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(2)}, other)
+    with pytest.raises(CheckpointError, match=r"other\.pt.*not a wav2vec 2.0 checkpoint \(top-level keys: weights\)"):
+        load_wav2vec2(other)
+    damaged = tmp_path / "damaged.pt"
+    torch.save({"format": "toolkit-wav2vec2", "config": {**TINY, "bogus": 1}, "state_dict": {}}, damaged)
+    with pytest.raises(CheckpointError, match=r"damaged\.pt.*damaged toolkit wav2vec2 checkpoint"):
+        load_wav2vec2(damaged)
+
+
 def test_cli_scores_a_local_wav2vec2_model(model, tmp_path, capsys):
     from toolkit.audio import save_audio
     from toolkit.cli import main

@@ -9,6 +9,7 @@ inference. With ``lengths=None`` every block computes exactly what fairseq compu
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,16 @@ def frame_mask(lengths: Tensor, max_len: int) -> Tensor:
     """``[batch, max_len]`` bool, True on valid frames."""
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
+
+
+def receptive_field(layers: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """``(samples seen by one output frame, samples between frames)`` of a stack of 1-D convolutions
+    given as ``(kernel, stride)`` pairs, first layer first. The one place this arithmetic lives."""
+    field, jump = 1, 1
+    for kernel, stride in layers:
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field, jump
 
 class MaskedGroupNorm(nn.Module):
     """GroupNorm with one group (fairseq's ``Fp32GroupNorm(1, dim)``), computed in float32.
@@ -107,15 +118,11 @@ class FeatureEncoder(nn.Module):
     @property
     def receptive_field(self) -> int:
         """Samples seen by one output frame."""
-        field, jump = 0, 0
-        for layer in self.layers:
-            field = layer.kernel if field == 0 else field + (layer.kernel - 1) * jump
-            jump = layer.stride if jump == 0 else jump * layer.stride
-        return field
+        return receptive_field([(layer.kernel, layer.stride) for layer in self.layers])[0]
 
     @property
     def stride(self) -> int:
-        return math.prod(layer.stride for layer in self.layers)
+        return receptive_field([(layer.kernel, layer.stride) for layer in self.layers])[1]
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         for layer in self.layers:

@@ -25,6 +25,7 @@ from toolkit.models.components import (
     EncoderLayer,
     FeatureEncoder,
     StepPredictor,
+    receptive_field,
 )
 from toolkit.models.negatives import GeneratorArg, sample_fairseq, sample_uniform
 
@@ -249,10 +250,7 @@ class Wav2VecModel(nn.Module):
 
 def auto_offset(conv_feature_layers: tuple[ConvSpec, ...]) -> int:
     """fairseq's ``offset="auto"``: ceil(receptive field / total stride) of the encoder (3 for large)."""
-    field, jump = 0, 0
-    for _, kernel, stride in conv_feature_layers:
-        field = kernel if field == 0 else field + (kernel - 1) * jump
-        jump = stride if jump == 0 else jump * stride
+    field, jump = receptive_field([(kernel, stride) for _, kernel, stride in conv_feature_layers])
     return math.ceil(field / jump)
 
 

@@ -160,13 +160,9 @@ def _min_samples(model: nn.Module) -> int:
     layers = getattr(getattr(model, "feature_extractor", None), "conv_layers", None)
     if layers is None:
         return 400
-    field, jump = 0, 0
-    for layer in layers:
-        conv = layer.conv
-        k, s = conv.kernel_size[0], conv.stride[0]
-        field = k if field == 0 else field + (k - 1) * jump
-        jump = s if jump == 0 else jump * s
-    return field
+    from toolkit.models.components import receptive_field
+
+    return receptive_field([(layer.conv.kernel_size[0], layer.conv.stride[0]) for layer in layers])[0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -187,17 +183,22 @@ def load_wav2vec2(path: str | os.PathLike) -> nn.Module:
         raise CheckpointError(path, "file not found")
     if path.is_dir():
         return load_huggingface_wav2vec2(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        data = None
+    from toolkit.models.checkpoint import safe_torch_load
+
+    data = safe_torch_load(path)  # a missing, corrupt or unsafe file is a CheckpointError naming it
     if isinstance(data, dict) and data.get("format") == "toolkit-wav2vec2":
         from torchaudio.models import wav2vec2_model
 
-        model = wav2vec2_model(**data["config"])
-        model.load_state_dict(data["state_dict"])
+        try:
+            model = wav2vec2_model(**data["config"])
+            model.load_state_dict(data["state_dict"])
+        except (KeyError, TypeError, RuntimeError) as err:
+            raise CheckpointError(path, f"damaged toolkit wav2vec2 checkpoint ({type(err).__name__}: {err})") from None
         return model
-    return load_fairseq_wav2vec2(path)
+    if isinstance(data, dict) and "model" in data and ("cfg" in data or "args" in data):
+        return load_fairseq_wav2vec2(path)
+    keys = ", ".join(sorted(map(str, data))[:6]) if isinstance(data, dict) else type(data).__name__
+    raise CheckpointError(path, f"not a wav2vec 2.0 checkpoint (top-level keys: {keys})")
 
 
 def load_fairseq_wav2vec2(path: str | os.PathLike) -> nn.Module:
