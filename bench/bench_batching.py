@@ -21,8 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import append_results, commit, machine, table  # noqa: E402
+from toolkit.batching import pad_right  # noqa: E402
 from toolkit.models.wav2vec import build_preset  # noqa: E402
-from toolkit.scoring.scorer import Wav2VecScorer, pad  # noqa: E402
+from toolkit.scoring.scorer import Wav2VecScorer  # noqa: E402
 
 
 def clips(count: int, seed: int = 0) -> list[torch.Tensor]:
@@ -50,7 +51,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     waves = clips(args.clips)
-    wavs, lengths = pad(waves)
+    wavs, lengths = pad_right(waves)
     keys = [f"clip{i}" for i in range(len(waves))]
     audio = float(lengths.sum()) / 16000
     rows = []

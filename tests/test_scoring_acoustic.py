@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
+from toolkit.batching import pad_right
 from toolkit.scoring.acoustic import FEATURES, AcousticScorer, acoustic_features
-from toolkit.scoring.scorer import pad
 
 RATE = 16000
 
@@ -27,7 +27,7 @@ def test_features_of_known_signals():
 
 def test_scorer_contract_signs_and_padding_invariance():
     waves = [_tone(500, 0.5), 0.05 * torch.randn(12000)]
-    wavs, lengths = pad(waves)
+    wavs, lengths = pad_right(waves)
     scorer = AcousticScorer()
     batched = scorer.score(wavs, lengths)
     assert set(batched) == set(FEATURES)

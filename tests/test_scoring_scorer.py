@@ -6,9 +6,10 @@ import soundfile as sf
 import torch
 
 from toolkit.audio import save_audio
+from toolkit.batching import pad_right
 from toolkit.errors import AudioError
 from toolkit.models.wav2vec import wav2vec_tiny
-from toolkit.scoring.scorer import Wav2VecScorer, key_seed, pad, plan_batches, score_files
+from toolkit.scoring.scorer import Wav2VecScorer, key_seed, plan_batches, score_files
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def test_batched_equals_unbatched(model):
     scorer = Wav2VecScorer(model, draws=3, seed=7)
     waves = _waves([3000, 12000, 7001, 20000])
     keys = ["a", "b", "c", "d"]
-    wavs, lengths = pad(waves)
+    wavs, lengths = pad_right(waves)
     batched = scorer.score(wavs, lengths, keys)
     assert set(batched) == set(scorer.measures)
     for i, (w, k) in enumerate(zip(waves, keys)):
@@ -34,7 +35,7 @@ def test_batched_equals_unbatched(model):
         for name in scorer.measures:
             assert abs(batched[name][i].item() - alone[name][0].item()) <= 1e-4, (name, k)
     # a different batch composition and order gives the same scores too
-    wavs2, lengths2 = pad([waves[3], waves[1]])
+    wavs2, lengths2 = pad_right([waves[3], waves[1]])
     again = scorer.score(wavs2, lengths2, ["d", "b"])
     assert torch.allclose(again["entropy.mean"], torch.stack([batched["entropy.mean"][3], batched["entropy.mean"][1]]), atol=1e-4)
 
@@ -57,7 +58,7 @@ def test_short_input_raises_naming_the_key(model):
 
 
 def test_bf16_autocast_runs_and_stays_close(model):
-    w, lengths = pad(_waves([16000, 9000]))
+    w, lengths = pad_right(_waves([16000, 9000]))
     fp32 = Wav2VecScorer(model, draws=1).score(w, lengths, ["a", "b"])
     bf16 = Wav2VecScorer(model, draws=1, dtype="bf16").score(w, lengths, ["a", "b"])
     assert bf16["entropy.mean"].dtype == torch.float32

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from toolkit.batching import pack_by_padded_size
+from toolkit.batching import pack_by_padded_size, pad_right
 from toolkit.data.shards import AUDIO_KEYS, INDEX_NAME, ShardIndex, decode_crop, read_shard_index
 from toolkit.errors import DataError
 
@@ -132,10 +132,7 @@ def estimate_batch_size(lengths: list[int], *, max_sample_size: int, min_sample_
 
 def collate(samples: list[tuple[str, np.ndarray]]) -> dict:
     """``[(key, float32 [T_i])]`` -> ``{"audio": [B, max T_i] zero-padded, "lengths": [B], "keys"}``."""
-    lengths = torch.tensor([s.shape[0] for _, s in samples], dtype=torch.int64)
-    audio = torch.zeros(len(samples), int(lengths.max()) if len(samples) else 0, dtype=torch.float32)
-    for row, (_, samples_i) in enumerate(samples):
-        audio[row, : samples_i.shape[0]] = torch.from_numpy(samples_i)
+    audio, lengths = pad_right([s for _, s in samples])
     return {"audio": audio, "lengths": lengths, "keys": [k for k, _ in samples], "dummy": False}
 
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from toolkit.audio import SAMPLE_RATE, audio_info, load_audio
-from toolkit.batching import pack_by_padded_size
+from toolkit.batching import pack_by_padded_size, pad_right
 from toolkit.errors import AudioError
 from toolkit.scoring.measures import compute_measures, oriented, select_measures
 
@@ -212,15 +212,6 @@ def plan_batches(lengths: Sequence[int], max_batch_samples: int) -> list[list[in
     return pack_by_padded_size(lengths, max_batch_samples, longest_first=True)
 
 
-def pad(waves: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    """Right-pad 1-D waveforms: ``([B, max_len], lengths [B])``."""
-    lengths = torch.tensor([w.numel() for w in waves], dtype=torch.long)
-    out = torch.zeros(len(waves), int(lengths.max()))
-    for i, w in enumerate(waves):
-        out[i, : w.numel()] = w
-    return out, lengths
-
-
 def score_files(
     scorer: Scorer,
     files: Sequence[tuple[str, str | os.PathLike]],
@@ -296,7 +287,7 @@ def score_files(
                 file_keys.append(file_key)
                 names.append(utterance_key(path))
             if keys:
-                wavs, lengths = pad(waves)
+                wavs, lengths = pad_right(waves)
                 values = scorer.score(wavs, lengths, names)
                 entries = {}
                 for j, key in enumerate(keys):
