@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from toolkit.version import __version__ as __version__
 
 # public name -> module that defines it
 _API = {

@@ -120,7 +120,7 @@ def checkpoint_header(config: Wav2VecConfig, step: int | None, training: dict | 
     ``training`` (from :func:`training_objective`) records the loss; export to fairseq needs it.
     Checkpoints written before it was recorded have no ``training`` entry.
     """
-    from toolkit import __version__
+    from toolkit.version import __version__
 
     header = {
         "format": FORMAT,
