@@ -2,7 +2,7 @@ import pytest
 import torch
 from torchaudio.models import wav2vec2_model
 
-from toolkit.scoring.scorer import pad
+from toolkit.batching import pad_right
 from toolkit.scoring.wav2vec2 import MEASURES, Wav2Vec2CTCScorer, load_wav2vec2, save_wav2vec2, set_handicap
 
 TINY = dict(
@@ -39,7 +39,7 @@ def _waves():
 def test_deterministic_without_dropout_and_masks_padding(model):
     scorer = Wav2Vec2CTCScorer(model, dropout=0.0, passes=1)
     waves = _waves()
-    wavs, lengths = pad(waves)
+    wavs, lengths = pad_right(waves)
     a = scorer.score(wavs, lengths)
     assert set(a) == set(MEASURES) and a["ctc_entropy.mean"].shape == (2,)
     assert torch.equal(a["ctc_entropy.mean"], scorer.score(wavs, lengths)["ctc_entropy.mean"])
@@ -50,7 +50,7 @@ def test_deterministic_without_dropout_and_masks_padding(model):
 
 
 def test_handicap_dropout_passes_are_seeded_and_disagree(model):
-    wavs, lengths = pad(_waves())
+    wavs, lengths = pad_right(_waves())
     h = Wav2Vec2CTCScorer(model, dropout=0.3, passes=4, seed=3)
     assert h.sites > 0
     a, b = h.score(wavs, lengths), h.score(wavs, lengths)
