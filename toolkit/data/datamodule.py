@@ -272,6 +272,7 @@ class AudioShardDataModule(pl.LightningDataModule):
         self.on_stream_mismatch = on_stream_mismatch
         self._position = (0, 0)  # (epoch, training batches consumed in it)
         self._resume: tuple[int, int] | None = None
+        self._shard_names: list[str] | None = None
         if max_sample_size > max_tokens:
             raise ValueError(f"max_sample_size {max_sample_size} > max_tokens {max_tokens}")
         if samples_per_epoch is not None and not resampled:
@@ -319,11 +320,12 @@ class AudioShardDataModule(pl.LightningDataModule):
     def stream_settings(self) -> dict[str, Any]:
         """What the training stream's order depends on (besides epoch and position)."""
         _, world = self._rank_world()
-        source = resolve_shards(self.train_shards)
+        if self._shard_names is None:  # resolved once: listing shards is I/O (and may warn)
+            self._shard_names = [os.path.basename(u) for u in resolve_shards(self.train_shards).urls]
         return {
             "world_size": int(world), "num_workers": int(self.num_workers), "seed": int(self.seed),
             "resampled": bool(self.resampled), "samples_per_epoch": self.samples_per_epoch,
-            "shards": [os.path.basename(u) for u in source.urls],
+            "shards": self._shard_names,
             "max_tokens": int(self.max_tokens), "max_sample_size": int(self.max_sample_size),
             "min_sample_size": int(self.min_sample_size), "shuffle_buffer": int(self.shuffle_buffer),
         }
