@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("toolkit.training.cli", "contrastive wav2vec pretraining (LightningCLI, YAML configs)"),
     "import-fairseq": ("toolkit.models.convert", "convert a fairseq wav2vec checkpoint to the toolkit's"),
     "export-fairseq": ("toolkit.models.convert", "convert a toolkit checkpoint to fairseq's format"),
+    "bank": ("toolkit.scoring.bank", "build a reference bank from clean real speech (extensions beyond the paper)"),
     "degrade": ("toolkit.degrade", "make graded degraded copies of clean clips (noise, codecs...)"),
     "submit": ("toolkit.submit", "submit pretraining / evaluation jobs to SLURM"),
 }

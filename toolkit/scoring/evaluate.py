@@ -204,6 +204,10 @@ def _safe(name: str) -> str:
 
 
 def _sign(scorer, measure: str) -> int:
+    if hasattr(scorer, "bank"):  # a toolkit extension (toolkit.scoring.extensions)
+        from toolkit.scoring.extensions import sign_of
+
+        return sign_of(measure)
     if measure in M.MEASURES:
         return M.MEASURES[measure].sign
     if measure in FEATURES:
@@ -232,6 +236,8 @@ def evaluate(
     plots: bool = True,
     progress: bool = True,
     echo: Callable[[str], None] | None = print,
+    extensions: Sequence[str] = (),
+    bank: str | os.PathLike | None = None,
 ) -> EvaluationResult:
     """Evaluate N checkpoints (and controls) x M datasets x every selected measure.
 
@@ -241,6 +247,8 @@ def evaluate(
     ``controls``: ``"random-init"`` (the first checkpoint's architecture with seeded random weights)
     and/or ``"acoustic"`` (trivial features). ``limit`` scores a seeded random subset of each dataset.
     Writes everything to ``output_dir`` (nothing when ``None``) and returns the tidy rows.
+    ``extensions`` (with ``bank``, a reference bank file) adds the toolkit's extensions beyond the
+    paper (:mod:`toolkit.scoring.extensions`) for every wav2vec candidate.
     """
     start = time.perf_counter()
     measures = M.select_measures(measures)
@@ -257,6 +265,10 @@ def evaluate(
         raise ToolkitError("--dataset", f"dataset names must be unique, got {[d.name for d in loaded]} (use NAME=KIND:PATH)")
     scorer_kwargs = {"measures": measures, "draws": draws, "seed": seed, "device": device, "dtype": dtype}
     candidates = _order_for_random_init(make_candidates(checkpoints, controls, scorer_kwargs, seed))
+    if extensions:  # toolkit extensions beyond the paper, with a reference bank
+        from toolkit.scoring.extensions import extension_candidates
+
+        candidates = extension_candidates(candidates, extensions, bank, cache_dir, scorer_kwargs)
     if not candidates:
         raise ToolkitError("evaluate", "nothing to evaluate: give a checkpoint, random:PRESET or a --control")
     result = EvaluationResult([], out)
@@ -489,6 +501,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "CTC-entropy measures")
     parser.add_argument("--handicap", type=float, default=0.0, help="inference-time dropout p for --wav2vec2 (default 0)")
     parser.add_argument("--passes", type=int, default=1, help="stochastic passes K for --wav2vec2 (default 1)")
+    from toolkit.scoring.extensions import add_extension_arguments
+
+    add_extension_arguments(parser)
     parser.add_argument("--wandb-mode", default="offline", choices=("online", "offline", "disabled"),
                         help="W&B logging (default offline: files under OUTPUT/wandb, no network)")
 
@@ -514,7 +529,7 @@ def run(args: argparse.Namespace) -> int:
         draws=args.draws, seed=args.seed, device=args.device, dtype="bf16" if args.bf16 else None,
         max_batch_seconds=args.batch_seconds, cache_dir=args.cache, use_cache=not args.no_cache,
         skip_bad=args.skip_bad, n_boot=args.bootstrap, limit=args.limit, wandb_mode=args.wandb_mode,
-        plots=not args.no_plots, progress=not args.no_progress,
+        plots=not args.no_plots, progress=not args.no_progress, extensions=args.extension, bank=args.bank,
     )
     print(f"results written to {args.output}/results.csv")
     return 0

@@ -1,0 +1,182 @@
+"""Extensions beyond the paper (issue 15): reference bank, latent typicality, the combined score.
+
+Each measure is checked on a case whose answer is known by construction; the bank is built from
+real clean speech (``../shared/data/speech/en``) with the tiny preset.
+"""
+
+import math
+
+import pytest
+import torch
+
+from toolkit.errors import CheckpointError
+from toolkit.models.wav2vec import build_preset
+from toolkit.scoring.bank import (
+    BankScorer,
+    ReferenceBank,
+    bank_for_model,
+    build_bank,
+    load_bank,
+    pooled_logits,
+    save_bank,
+)
+from toolkit.scoring.extensions import ComboScorer, standardised_mean
+from toolkit.scoring.measures import compute_measures
+from toolkit.scoring.scorer import Wav2VecScorer, state_dict_hash
+from toolkit.scoring.typicality import (
+    TypicalityScorer,
+    nearest_distance,
+    spherical_kmeans,
+    typicality_measures,
+)
+
+
+def tiny(seed: int = 0):
+    torch.manual_seed(seed)
+    return build_preset("tiny").eval()
+
+
+def test_spherical_kmeans_recovers_three_separated_directions():
+    g = torch.Generator().manual_seed(1)
+    directions = torch.eye(6)[:3]
+    x = torch.cat([d * torch.rand(50, 1, generator=g) * 3 + 0.02 * torch.randn(50, 6, generator=g) for d in directions])
+    centroids = spherical_kmeans(x, 3, seed=0)
+    cos = centroids @ directions.T  # each centroid is one direction, each direction has a centroid
+    assert sorted(cos.argmax(1).tolist()) == [0, 1, 2]
+    assert cos.max(1).values.min() > 0.99
+    assert torch.allclose(spherical_kmeans(x, 3, seed=0), centroids)  # deterministic
+    # a codebook entry is at distance 0; a vector orthogonal to every entry at distance 1
+    assert nearest_distance(directions, centroids).max() < 0.01
+    assert nearest_distance(torch.eye(6)[3:], centroids).min() > 0.9
+
+
+def test_typicality_measures_of_known_frames():
+    centroids = torch.eye(4)[:2]  # e1, e2
+    # frames e1, e3, 2*e2, e4, then padding: distances 0, 1, 0, 1
+    z = torch.stack([torch.eye(4)[0], torch.eye(4)[2], 2 * torch.eye(4)[1], torch.eye(4)[3], 5 * torch.ones(4)]).T[None]
+    c = z.clone()
+    lengths = torch.tensor([4])
+    values = typicality_measures(z, c, lengths, centroids, centroids)
+    assert values["typ:z.mean"].item() == pytest.approx(-0.5)
+    assert values["typ:z.max"].item() == pytest.approx(-1.0)
+    assert values["typ:z.std"].item() == pytest.approx(-0.5)
+    assert values["typ:c.mean"].item() == pytest.approx(-0.5)
+    short = typicality_measures(z, c, torch.tensor([3]), centroids, centroids)  # frames 0, 1, 0
+    assert short["typ:z.mean"].item() == pytest.approx(-1 / 3)
+    assert short["typ:z.std"].item() == pytest.approx(-math.sqrt(2) / 3)
+
+
+def test_pooled_logits_equal_the_models_when_the_pool_is_the_utterance():
+    model = tiny()
+    wav = torch.randn(2, 8000)
+    lengths = torch.tensor([8000, 6000])
+    with torch.no_grad():
+        z, _, predictions, frame_lengths = model.encode(wav, lengths)
+        idx = model.sample_negatives(frame_lengths, z.shape[-1], torch.Generator().manual_seed(0))
+        expected, mask = model.contrastive_logits(z, predictions, frame_lengths, idx)
+        got, got_mask = pooled_logits(z, predictions, frame_lengths, model.offset, z.transpose(1, 2), idx)
+    assert torch.equal(mask, got_mask)
+    assert torch.allclose(got[mask], expected[mask], atol=1e-4, rtol=1e-5)
+
+
+def test_bank_of_zero_latents_gives_zero_negative_logits_and_known_p_pos():
+    model = tiny()
+    wav = torch.randn(1, 9000)
+    with torch.no_grad():
+        z, c, predictions, frame_lengths = model.encode(wav)
+    zeros = ReferenceBank(state_dict_hash(model), [], {}, torch.zeros(7, z.shape[1]), torch.eye(z.shape[1])[:2],
+                          torch.eye(c.shape[1])[:2], {})
+    scorer = BankScorer(model, zeros, ["bank:p_pos.mean"], draws=2, seed=0)
+    got = scorer.score(wav, torch.tensor([9000]), ["clip"])["bank:p_pos.mean"]
+    with torch.no_grad():
+        idx = torch.zeros(1, z.shape[-1], model.num_negatives, dtype=torch.long)
+        logits, mask = pooled_logits(z, predictions, frame_lengths, model.offset, zeros.frames_z[None], idx)
+    assert torch.equal(logits[..., 1:], torch.zeros_like(logits[..., 1:]))
+    positive = logits[..., 0]
+    p_pos = torch.exp(positive) / (torch.exp(positive) + model.num_negatives)  # by construction
+    assert got.item() == pytest.approx(p_pos[mask].mean().item(), rel=1e-5)
+    assert compute_measures(logits, mask, ["p_pos.mean"])["p_pos.mean"].item() == pytest.approx(got.item(), rel=1e-5)
+
+
+def test_standardised_mean_of_known_values():
+    values = {"a": torch.tensor([3.0, 1.0]), "b": torch.tensor([-2.0, 0.0])}
+    reference = {"a": [1.0, 2.0], "b": [0.0, 4.0]}
+    # a: (1, 0); b: (-0.5, 0) -> mean (0.25, 0)
+    assert torch.allclose(standardised_mean(values, reference, ["a", "b"]), torch.tensor([0.25, 0.0]))
+    with pytest.raises(ValueError, match="spread"):
+        standardised_mean(values, {"a": [0.0, 0.0], "b": [0.0, 1.0]}, ["a", "b"])
+
+
+@pytest.fixture(scope="module")
+def reference_files(shared_data):
+    folder = shared_data / "speech" / "en" / "librispeech-clips"
+    if not folder.is_dir():
+        pytest.skip(f"shared reference speech not found at {folder}")
+    return sorted(p for p in folder.iterdir() if p.suffix in (".flac", ".wav", ".ogg"))
+
+
+def test_bank_round_trip_hash_tamper_and_rebuild_for_other_weights(reference_files, tmp_path):
+    model = tiny(0)
+    bank = build_bank(model, reference_files, clusters=16, bank_frames=500, seed=0, draws=1, iterations=10)
+    assert len(bank.sources) == len(reference_files) and bank.frames_z.shape[0] == 500
+    assert bank.centroids_z.shape[0] == 16 and bank.reference["p_pos.mean"][1] > 0
+    path = tmp_path / "bank.pt"
+    save_bank(bank, path)
+    again = load_bank(path)
+    assert again.sha256 == bank.sha256 and torch.equal(again.frames_z, bank.frames_z)
+    # the same inputs and settings give the same bank
+    assert build_bank(model, reference_files, clusters=16, bank_frames=500, seed=0, draws=1, iterations=10).sha256 == bank.sha256
+    # a changed tensor under the old hash is refused
+    data = torch.load(path, weights_only=True)
+    data["centroids_z"][0, 0] += 1.0
+    torch.save(data, tmp_path / "tampered.pt")
+    with pytest.raises(CheckpointError, match="content hash mismatch"):
+        load_bank(tmp_path / "tampered.pt")
+    # another model gets its own bank from the same sources, cached
+    other = tiny(1)
+    rebuilt = bank_for_model(bank, other, tmp_path / "cache")
+    assert rebuilt.weights_sha256 == state_dict_hash(other) != bank.weights_sha256
+    assert [s["sha256"] for s in rebuilt.sources] == [s["sha256"] for s in bank.sources]
+    assert len(list((tmp_path / "cache" / "banks").glob("*.pt"))) == 1
+    assert bank_for_model(bank, other, tmp_path / "cache").sha256 == rebuilt.sha256
+    assert bank_for_model(bank, model) is bank
+    with pytest.raises(ValueError, match="other weights"):
+        TypicalityScorer(other, bank)
+
+
+def test_typicality_is_zero_when_the_codebook_holds_every_frame_and_combo_is_standardised(reference_files):
+    from toolkit.audio import load_audio
+
+    model = tiny(0)
+    wave = load_audio(reference_files[0]).samples[:16000]
+    wav, lengths = wave[None], torch.tensor([wave.numel()])
+    with torch.no_grad():
+        z, c, _, _ = model.encode(wav, lengths)
+    bank = ReferenceBank(state_dict_hash(model), [], {}, z[0].T.clone(), z[0].T.clone(), c[0].T.clone(),
+                         {"p_pos.mean": [0.5, 0.25], "typ:z.mean": [-0.5, 0.5]})
+    typ = TypicalityScorer(model, bank).score(wav, lengths, ["a"])
+    assert abs(typ["typ:z.mean"].item()) < 1e-5 and abs(typ["typ:c.max"].item()) < 1e-5
+    p_pos = Wav2VecScorer(model, ["p_pos.mean"], draws=2, seed=0).score(wav, lengths, ["a"])["p_pos.mean"].item()
+    combo = ComboScorer(model, bank, draws=2, seed=0).score(wav, lengths, ["a"])["combo"].item()
+    assert combo == pytest.approx(((p_pos - 0.5) / 0.25 + (0 + 0.5) / 0.5) / 2, rel=1e-4, abs=1e-5)
+
+
+def test_evaluate_runs_extensions_for_the_model_and_the_random_init_control(reference_files, tmp_path):
+    from toolkit.scoring.datasets import MosDataset, MosItem
+    from toolkit.scoring.evaluate import evaluate
+
+    model = tiny(5)  # not the random-init control's weights (seed 0)
+    bank = build_bank(model, reference_files, clusters=8, bank_frames=200, seed=0, draws=1, iterations=5)
+    save_bank(bank, tmp_path / "bank.pt")
+    items = [MosItem(f"u{i}", p, float(i + 1), None) for i, p in enumerate(reference_files)]
+    dataset = MosDataset("ref", "csv", tmp_path, items)
+    result = evaluate([("m", model)], [dataset], ["p_pos.mean"], controls=["random-init"], output_dir=tmp_path / "out",
+                      draws=1, n_boot=10, wandb_mode="disabled", plots=False, progress=False, echo=None,
+                      extensions=["typicality", "combo"], bank=tmp_path / "bank.pt")
+    scorers = {r["scorer"] for r in result.rows}
+    assert scorers == {"m", "random-init", "m+typicality", "m+combo", "random-init+typicality", "random-init+combo"}
+    assert result.row("m+typicality", "ref", "typ:z.mean")["sign"] == -1
+    m = result.scores[("m+typicality", "ref")]
+    r = result.scores[("random-init+typicality", "ref")]
+    assert m["u0"]["typ:z.mean"] != r["u0"]["typ:z.mean"]  # each model against its own codebook
+    assert len(list((tmp_path / "out" / "cache" / "banks").glob("*.pt"))) == 1  # random-init's bank, cached

@@ -1,0 +1,365 @@
+"""Reference bank (toolkit extension, not the paper's method): latents of clean real speech, built once.
+
+The paper draws its contrastive negatives from the scored utterance itself. A degradation that
+changes every frame alike (a codec, a vocoder) then changes the target and the negatives together.
+A :class:`ReferenceBank` holds what the extensions compare against instead, all computed by *one*
+model from clean real reference speech (never from an evaluation set):
+
+- ``frames_z [M, C]``: a seeded sample of latent frames, the negatives of :class:`BankScorer`;
+- ``centroids_z [K, C]``, ``centroids_c [K, C_ctx]``: spherical k-means codebooks of the latents and
+  contexts, used by :class:`~toolkit.scoring.typicality.TypicalityScorer`;
+- ``reference``: mean and standard deviation over the reference clips of the scores that
+  :class:`~toolkit.scoring.extensions.ComboScorer` standardises.
+
+It records the model's weights hash, its sources (path and SHA-256 of every file) and settings, and
+a SHA-256 over all of it (``sha256``), which scorers put in their cache fingerprint. A bank can be
+rebuilt for another model (the random-init control) from the same sources: :func:`bank_for_model`.
+
+    toolkit bank ../shared/data/speech/en --checkpoint toolkit/assets/default/model.pt --output bank.pt
+
+Measures of :class:`BankScorer`: ``bank:p_pos.mean`` and ``bank:entropy.mean`` by default; any
+registered measure (:mod:`toolkit.scoring.measures`) prefixed ``bank:``, with that measure's sign.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from toolkit.audio import SAMPLE_RATE, load_audio
+from toolkit.errors import AudioError, CheckpointError, ToolkitError
+from toolkit.scoring.measures import MEASURES, compute_measures, oriented
+from toolkit.scoring.scorer import (
+    Wav2VecScorer,
+    autocast_context,
+    key_seed,
+    resolve_device,
+    state_dict_hash,
+    utterance_key,
+)
+from toolkit.scoring.typicality import spherical_kmeans, typicality_measures
+
+log = logging.getLogger(__name__)
+
+BANK_FORMAT = "toolkit-reference-bank"
+BANK_VERSION = 1
+COMBO_PARTS = ("p_pos.mean", "typ:z.mean")  # what ComboScorer standardises (fixed in advance)
+BANK_MEASURES = ("bank:p_pos.mean", "bank:entropy.mean")
+
+
+@dataclass
+class ReferenceBank:
+    """Latents, codebooks and reference statistics of one model on clean reference speech."""
+
+    weights_sha256: str
+    sources: list[dict]  # [{"path", "sha256", "frames"}]
+    settings: dict  # clusters, bank_frames, seed, draws, iterations
+    frames_z: Tensor  # [M, C]
+    centroids_z: Tensor  # [K, C]
+    centroids_c: Tensor  # [K, C_ctx]
+    reference: dict[str, list[float]]  # measure -> [mean, std] over reference clips
+    skipped: list[dict] = field(default_factory=list)
+    sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.sha256:
+            self.sha256 = self.content_hash()
+
+    def content_hash(self) -> str:
+        h = hashlib.sha256()
+        meta = {"weights": self.weights_sha256, "sources": self.sources, "settings": self.settings,
+                "reference": self.reference, "version": BANK_VERSION}
+        h.update(json.dumps(meta, sort_keys=True).encode())
+        for t in (self.frames_z, self.centroids_z, self.centroids_c):
+            t = t.detach().cpu().float().contiguous()
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.numpy().tobytes())
+        return h.hexdigest()
+
+    def check_model(self, model: torch.nn.Module) -> None:
+        """Raise ``ValueError`` unless this bank was built with ``model``'s weights."""
+        if state_dict_hash(model) != self.weights_sha256:
+            raise ValueError(
+                f"bank {self.sha256[:12]} was built with other weights ({self.weights_sha256[:12]}); "
+                "rebuild it for this model (bank_for_model)"
+            )
+
+    def to_dict(self) -> dict:
+        return {
+            "format": BANK_FORMAT, "version": BANK_VERSION, "sha256": self.sha256,
+            "weights_sha256": self.weights_sha256, "sources": self.sources, "settings": self.settings,
+            "reference": self.reference, "skipped": self.skipped,
+            "frames_z": self.frames_z, "centroids_z": self.centroids_z, "centroids_c": self.centroids_c,
+        }
+
+
+def save_bank(bank: ReferenceBank, path: str | os.PathLike) -> None:
+    """Write ``bank`` atomically (a torch file of tensors, strings and numbers only)."""
+    from toolkit.io import write_torch
+
+    write_torch(path, bank.to_dict())
+
+
+def load_bank(path: str | os.PathLike) -> ReferenceBank:
+    """Read a bank; raises :class:`CheckpointError` naming the file if it is not one or its hash is wrong."""
+    from toolkit.models.checkpoint import safe_torch_load
+
+    data = safe_torch_load(path)
+    if not isinstance(data, dict) or data.get("format") != BANK_FORMAT:
+        raise CheckpointError(path, f"not a reference bank (expected format {BANK_FORMAT!r}; make one with `toolkit bank`)")
+    if data.get("version") != BANK_VERSION:
+        raise CheckpointError(path, f"reference bank version {data.get('version')}, this toolkit reads {BANK_VERSION}")
+    fields = ("weights_sha256", "sources", "settings", "frames_z", "centroids_z", "centroids_c", "reference")
+    bank = ReferenceBank(**{k: data[k] for k in fields}, skipped=data.get("skipped", []))
+    if bank.sha256 != data.get("sha256"):
+        raise CheckpointError(path, f"content hash mismatch (stored {str(data.get('sha256'))[:12]}, "
+                                    f"computed {bank.sha256[:12]}): the file was changed after it was written")
+    return bank
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@torch.inference_mode()
+def build_bank(
+    model: torch.nn.Module,
+    files: Sequence[str | os.PathLike],
+    *,
+    clusters: int = 128,
+    bank_frames: int = 8192,
+    seed: int = 0,
+    draws: int = 3,
+    iterations: int = 30,
+) -> ReferenceBank:
+    """Encode clean reference ``files`` with ``model`` and build its :class:`ReferenceBank`.
+
+    Files that cannot be used (undecodable, shorter than the model's minimum) are skipped, logged
+    and listed in ``bank.skipped``; no usable file at all raises :class:`ToolkitError`.
+    """
+    model = model.eval().cpu()
+    paths = sorted(Path(f).resolve() for f in files)
+    paper = Wav2VecScorer(model, ["p_pos.mean"], draws=draws, seed=seed, device="cpu")
+    zs, cs, sources, skipped, p_pos = [], [], [], [], []
+    for path in paths:
+        try:
+            wave = load_audio(path, SAMPLE_RATE).samples
+        except AudioError as err:
+            log.warning("bank: skipping %s: %s", path, err.problem)
+            skipped.append({"path": str(path), "problem": err.problem})
+            continue
+        if wave.numel() < model.min_samples:
+            skipped.append({"path": str(path), "problem": f"too short ({wave.numel()} samples)"})
+            continue
+        wav, length = wave[None], torch.tensor([wave.numel()])
+        z, c, _, _ = model.encode(wav, length)
+        zs.append(z[0].T.float())
+        cs.append(c[0].T.float())
+        p_pos.append(float(paper.score(wav, length, [utterance_key(path)])["p_pos.mean"][0]))
+        sources.append({"path": str(path), "sha256": file_sha256(path), "frames": int(z.shape[-1])})
+    if not sources:
+        raise ToolkitError(paths[0] if paths else None, "no usable reference audio for the bank")
+    all_z, all_c = torch.cat(zs), torch.cat(cs)
+    k = min(clusters, all_z.shape[0])
+    centroids_z = spherical_kmeans(all_z, k, iterations=iterations, seed=seed)
+    centroids_c = spherical_kmeans(all_c, k, iterations=iterations, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(all_z.shape[0], generator=g)[: min(bank_frames, all_z.shape[0])].sort().values
+    typ = [
+        float(typicality_measures(z.T[None], c.T[None], torch.tensor([z.shape[0]]), centroids_z, centroids_c)["typ:z.mean"][0])
+        for z, c in zip(zs, cs)
+    ]
+    reference = {name: _mean_std(values) for name, values in (("p_pos.mean", p_pos), ("typ:z.mean", typ))}
+    settings = {"clusters": k, "bank_frames": int(pick.numel()), "seed": seed, "draws": draws, "iterations": iterations}
+    return ReferenceBank(state_dict_hash(model), sources, settings, all_z[pick].clone(), centroids_z, centroids_c,
+                         reference, skipped)
+
+
+def _mean_std(values: Sequence[float]) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    std = float(t.std(unbiased=False)) if t.numel() > 1 else 0.0
+    return [float(t.mean()), std]
+
+
+def bank_for_model(bank: ReferenceBank, model: torch.nn.Module, cache_dir: str | os.PathLike | None = None) -> ReferenceBank:
+    """``bank`` itself if it was built with ``model``'s weights, else the same bank rebuilt for ``model``.
+
+    Rebuilding reads the bank's sources, which must still exist with the same SHA-256. The result is
+    cached in ``cache_dir/banks/`` under a hash of (weights, sources, settings).
+    """
+    weights = state_dict_hash(model)
+    if weights == bank.weights_sha256:
+        return bank
+    key = hashlib.sha256(json.dumps({"weights": weights, "sources": bank.sources, "settings": bank.settings},
+                                    sort_keys=True).encode()).hexdigest()[:20]
+    cached = Path(cache_dir) / "banks" / f"{key}.pt" if cache_dir is not None else None
+    if cached is not None and cached.is_file():
+        return load_bank(cached)
+    for source in bank.sources:
+        if not Path(source["path"]).is_file() or file_sha256(source["path"]) != source["sha256"]:
+            raise ToolkitError(source["path"], "reference audio of the bank is missing or changed; cannot rebuild "
+                                               "the bank for another model (the random-init control needs it)")
+    s = bank.settings
+    rebuilt = build_bank(model, [src["path"] for src in bank.sources], clusters=s["clusters"],
+                         bank_frames=s["bank_frames"], seed=s["seed"], draws=s["draws"], iterations=s["iterations"])
+    if cached is not None:
+        save_bank(rebuilt, cached)
+    return rebuilt
+
+
+# --------------------------------------------------------------------------------------------------
+# Negatives from a pool of latents other than the utterance's own
+
+
+def pooled_logits(
+    z: Tensor, predictions: Tensor, frame_lengths: Tensor, offset: int, pool: Tensor, negative_indices: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Contrastive logits whose negatives come from ``pool`` instead of the utterance.
+
+    ``z [B, C, F]``, ``predictions [B, C, F, K]`` and ``frame_lengths [B]`` as
+    :meth:`Wav2VecModel.encode` gives them; ``pool [B, M, C]`` (a bank, or a clean twin's latents);
+    ``negative_indices [B, F, N]`` index ``pool`` per target frame. Returns ``logits [B, K, T, 1+N]``
+    (index 0 the true future frame ``z[:, :, t + offset + k]``) and ``mask [B, K, T]``, laid out as
+    :meth:`Wav2VecModel.contrastive_logits` lays them out.
+    """
+    batch, channels, frames = z.shape
+    steps = predictions.shape[-1]
+    context = frames - offset
+    if context <= 0:
+        raise ValueError(f"{frames} latent frames leave no prediction at offset {offset}")
+    if pool.ndim != 3 or pool.shape[0] != batch or pool.shape[2] != channels:
+        raise ValueError(f"pool must be [B={batch}, M, C={channels}], got {tuple(pool.shape)}")
+    pred = predictions.permute(0, 3, 2, 1)[:, :, :context]  # [B, K, T, C]
+    zt = torch.nn.functional.pad(z.transpose(1, 2), (0, 0, 0, steps - 1))  # [B, F+K-1, C]
+    batch_ids = torch.arange(batch, device=z.device)[:, None, None]
+    negs = pool[batch_ids, negative_indices.to(z.device)]  # [B, F, N, C]
+    negs = torch.nn.functional.pad(negs, (0, 0, 0, 0, 0, steps - 1))
+    per_step = []
+    for k in range(steps):
+        window = slice(offset + k, offset + k + context)
+        pos = (pred[:, k] * zt[:, window]).sum(-1, keepdim=True)  # [B, T, 1]
+        neg = torch.einsum("btc,btnc->btn", pred[:, k], negs[:, window])  # [B, T, N]
+        per_step.append(torch.cat([pos, neg], -1))
+    logits = torch.stack(per_step, 1)
+    target = torch.arange(context, device=z.device)[None, :] + offset + torch.arange(steps, device=z.device)[:, None]
+    return logits, target[None] < frame_lengths.to(z.device)[:, None, None]
+
+
+class BankScorer:
+    """The paper's measures with negatives drawn uniformly from a reference bank (scorer contract).
+
+    ``draws`` independent draws per clip from a generator seeded by ``(seed, key)``; each measure is
+    the mean over draws. ``bank`` must be built with ``model``'s weights (:func:`bank_for_model`).
+    """
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        bank: ReferenceBank,
+        measures: Sequence[str] | None = None,
+        draws: int = 3,
+        seed: int = 0,
+        device: str | torch.device | None = "cpu",
+        dtype: str | None = None,
+        name: str = "bank",
+    ) -> None:
+        bank.check_model(model)
+        if draws < 1:
+            raise ValueError(f"draws must be >= 1, got {draws}")
+        self.measures = list(measures or BANK_MEASURES)
+        bad = [m for m in self.measures if not m.startswith("bank:") or m[5:] not in MEASURES]
+        if bad:
+            raise ValueError(f"unknown bank measures {bad}: use bank:<measure>, e.g. {', '.join(BANK_MEASURES)}")
+        self.name = name
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
+        self.bank = bank
+        self.draws, self.seed, self.dtype = draws, seed, dtype
+        self.min_samples = int(model.min_samples)
+
+    def fingerprint(self) -> dict:
+        return {"scorer": "bank-negatives", "version": 1, "bank_sha256": self.bank.sha256, "draws": self.draws,
+                "seed": self.seed, "dtype": self.dtype or "float32", "measures": sorted(self.measures),
+                "negatives": self.model.num_negatives, "sample_rate": self.sample_rate}
+
+    @torch.inference_mode()
+    def score(self, wavs: Tensor, lengths: Tensor | None = None, keys: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """Quality-oriented scores ``{bank:measure: [B]}`` for ``wavs [B, time]`` at 16 kHz (one clip at a time)."""
+        if wavs.ndim != 2:
+            raise ValueError(f"wavs must be [batch, time], got {tuple(wavs.shape)}")
+        if lengths is None:
+            lengths = torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long)
+        keys = list(keys) if keys is not None else [str(i) for i in range(wavs.shape[0])]
+        base = [m[5:] for m in self.measures]
+        pool = self.bank.frames_z.to(self.device)[None]
+        rows = []
+        for i, n in enumerate(lengths.tolist()):
+            wav = wavs[i : i + 1, : int(n)].to(self.device, torch.float32)
+            with autocast_context(self.device, self.dtype):
+                z, _, predictions, frame_lengths = self.model.encode(wav, lengths[i : i + 1].to(self.device))
+            z, predictions = z.float(), predictions.float()
+            g = torch.Generator().manual_seed(key_seed(self.seed, "bank\0" + keys[i]))
+            total: dict[str, Tensor] = {}
+            for _ in range(self.draws):
+                idx = torch.randint(pool.shape[1], (1, z.shape[-1], self.model.num_negatives), generator=g)
+                logits, mask = pooled_logits(z, predictions, frame_lengths, self.model.offset, pool, idx)
+                for name, value in compute_measures(logits, mask, base).items():
+                    total[name] = total[name] + value if name in total else value
+            rows.append({f"bank:{k}": v.cpu() / self.draws for k, v in oriented(total).items()})
+        return {m: torch.cat([r[m] for r in rows]) for m in self.measures}
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI: toolkit bank
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Build a reference bank (negatives, k-means codebooks, reference statistics) from CLEAN REAL speech.
+
+Never build it from an evaluation set or from synthetic speech. The bank belongs to one model
+(its weights hash is stored); `toolkit evaluate --extension ... --bank BANK` rebuilds it from the
+same sources for the random-init control.
+
+Example:
+  toolkit bank ../shared/data/speech/en --checkpoint toolkit/assets/default/model.pt --output runs/bank.pt
+  toolkit bank clean_a/ clean_b/ --checkpoint runs/pretrain/last.pt --clusters 128 --output bank.pt
+"""
+    parser.add_argument("inputs", nargs="+", metavar="AUDIO", help="clean real speech: files or folders (recursive)")
+    parser.add_argument("--output", required=True, help="bank file to write (.pt)")
+    parser.add_argument("--checkpoint", required=True,
+                        help="model whose latents fill the bank (the embedded default: toolkit/assets/default/model.pt)")
+    parser.add_argument("--clusters", type=int, default=128, help="k-means centroids per codebook (default 128)")
+    parser.add_argument("--bank-frames", type=int, default=8192, help="latent frames kept as negatives (default 8192)")
+    parser.add_argument("--draws", type=int, default=3, help="negative draws for the reference statistics (default 3)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from toolkit.degrade.suite import collect_audio
+    from toolkit.models.checkpoint import load_checkpoint
+
+    checkpoint = Path(args.checkpoint)
+    model, _ = load_checkpoint(checkpoint)
+    files = collect_audio(args.inputs)
+    bank = build_bank(model, files, clusters=args.clusters, bank_frames=args.bank_frames, seed=args.seed, draws=args.draws)
+    save_bank(bank, args.output)
+    frames = sum(s["frames"] for s in bank.sources)
+    print(f"bank {bank.sha256[:12]}: {len(bank.sources)} files ({frames / 100:.0f} s of latents), "
+          f"{bank.settings['clusters']} centroids, {bank.settings['bank_frames']} negatives, "
+          f"{len(bank.skipped)} skipped; model {checkpoint}; written to {args.output}")
+    return 0
