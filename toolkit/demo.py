@@ -260,10 +260,13 @@ def demo(
     default_dir: str | os.PathLike = DEFAULT_MODEL_DIR,
     progress: bool = True,
     echo: Callable[[str], None] | None = print,
+    bank: str | os.PathLike | None = None,
 ) -> DemoResult:
     """Run the whole demo into ``output_dir`` and return its rows and the printed summary.
 
-    ``measures`` defaults to every registered measure.
+    ``measures`` defaults to every registered measure. With ``bank`` (a reference bank from
+    ``toolkit bank``), the measure chosen beyond the paper (:data:`toolkit.scoring.extensions.CHOSEN`)
+    is scored too, for the model and the random-init control, and printed beside the paper's.
     """
     from toolkit.scoring.datasets import MosDataset, MosItem
     from toolkit.scoring.evaluate import evaluate
@@ -329,6 +332,11 @@ def demo(
 
     # 4. Scores, with controls (the evaluator: batching, cache, skips).
     t0 = time.perf_counter()
+    beyond: dict = {}
+    if bank is not None:  # the chosen extension beyond the paper (docs/results.md, section 6)
+        from toolkit.scoring.extensions import CHOSEN, merge_extension_scores
+
+        beyond = {"extensions": [CHOSEN[0]], "bank": bank}
     evaluation = evaluate(
         [(choice.name, choice.model, choice.step)],
         [dataset],
@@ -342,6 +350,7 @@ def demo(
         plots=False,
         progress=progress,
         echo=None,
+        **beyond,
     )
     timings["scoring"] = time.perf_counter() - t0
 
@@ -350,11 +359,13 @@ def demo(
     table_rows: list[dict] = []
     for scorer, role in ((choice.name, "model"), ("random-init", "control"), ("acoustic", "control")):
         scores = evaluation.scores.get((scorer, dataset.name), {})
+        if beyond:
+            scores = merge_extension_scores(evaluation.scores, scorer, dataset.name, beyond["extensions"])
         table_rows += severity_rows(scores, keyed, scorer, role, n_boot=n_boot, seed=seed)
     present = [t for t in names if any(r["type"] == t for r in table_rows)]
     headline = [
         m
-        for m in HEADLINE_MEASURES
+        for m in HEADLINE_MEASURES + ((CHOSEN[1],) if beyond else ())
         if any(r["measure"] == m and r["scorer"] == choice.name for r in table_rows)
     ]
     table = format_table(table_rows, present, choice.name, headline)
@@ -450,6 +461,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--draws", type=int, default=2, help="negative draws averaged per clip (default 2)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bank", default=None,
+                        help="reference bank (toolkit bank): also print the measure chosen beyond the paper")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -465,6 +478,7 @@ def run(args: argparse.Namespace) -> int:
         draws=args.draws,
         measures=args.measures,
         progress=not args.no_progress,
+        bank=args.bank,
     )
     print("timings (s): " + ", ".join(f"{k} {v:g}" for k, v in result.seconds.items()))
     return 0
