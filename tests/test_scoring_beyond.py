@@ -12,7 +12,6 @@ import torch
 from toolkit.errors import CheckpointError
 from toolkit.models.wav2vec import build_preset
 from toolkit.scoring.bank import (
-    BankScorer,
     ReferenceBank,
     bank_for_model,
     build_bank,
@@ -20,11 +19,11 @@ from toolkit.scoring.bank import (
     pooled_logits,
     save_bank,
 )
-from toolkit.scoring.extensions import ComboScorer, standardised_mean
+from toolkit.scoring.extensions import ExtensionScorer, standardised_mean
 from toolkit.scoring.measures import compute_measures
 from toolkit.scoring.scorer import Wav2VecScorer, state_dict_hash
 from toolkit.scoring.typicality import (
-    TypicalityScorer,
+    TYPICALITY_MEASURES,
     nearest_distance,
     spherical_kmeans,
     typicality_measures,
@@ -86,7 +85,7 @@ def test_bank_of_zero_latents_gives_zero_negative_logits_and_known_p_pos():
         z, c, predictions, frame_lengths = model.encode(wav)
     zeros = ReferenceBank(state_dict_hash(model), [], {}, torch.zeros(7, z.shape[1]), torch.eye(z.shape[1])[:2],
                           torch.eye(c.shape[1])[:2], {})
-    scorer = BankScorer(model, zeros, ["bank:p_pos.mean"], draws=2, seed=0)
+    scorer = ExtensionScorer(model, zeros, ["bank"], draws=2, seed=0)
     got = scorer.score(wav, torch.tensor([9000]), ["clip"])["bank:p_pos.mean"]
     with torch.no_grad():
         idx = torch.zeros(1, z.shape[-1], model.num_negatives, dtype=torch.long)
@@ -141,7 +140,7 @@ def test_bank_round_trip_hash_tamper_and_rebuild_for_other_weights(reference_fil
     assert bank_for_model(bank, other, tmp_path / "cache").sha256 == rebuilt.sha256
     assert bank_for_model(bank, model) is bank
     with pytest.raises(ValueError, match="other weights"):
-        TypicalityScorer(other, bank)
+        ExtensionScorer(other, bank, ["typicality"])
 
 
 def test_typicality_is_zero_when_the_codebook_holds_every_frame_and_combo_is_standardised(reference_files):
@@ -154,11 +153,11 @@ def test_typicality_is_zero_when_the_codebook_holds_every_frame_and_combo_is_sta
         z, c, _, _ = model.encode(wav, lengths)
     bank = ReferenceBank(state_dict_hash(model), [], {}, z[0].T.clone(), z[0].T.clone(), c[0].T.clone(),
                          {"p_pos.mean": [0.5, 0.25], "typ:z.mean": [-0.5, 0.5]})
-    typ = TypicalityScorer(model, bank).score(wav, lengths, ["a"])
-    assert abs(typ["typ:z.mean"].item()) < 1e-5 and abs(typ["typ:c.max"].item()) < 1e-5
+    scores = ExtensionScorer(model, bank, ["typicality", "combo"], draws=2, seed=0).score(wav, lengths, ["a"])
+    assert abs(scores["typ:z.mean"].item()) < 1e-5 and abs(scores["typ:c.max"].item()) < 1e-5
+    # the combined score's p_pos.mean is the paper scorer's, bit for bit (same draws from one pass)
     p_pos = Wav2VecScorer(model, ["p_pos.mean"], draws=2, seed=0).score(wav, lengths, ["a"])["p_pos.mean"].item()
-    combo = ComboScorer(model, bank, draws=2, seed=0).score(wav, lengths, ["a"])["combo"].item()
-    assert combo == pytest.approx(((p_pos - 0.5) / 0.25 + (0 + 0.5) / 0.5) / 2, rel=1e-4, abs=1e-5)
+    assert scores["combo"].item() == pytest.approx(((p_pos - 0.5) / 0.25 + (0 + 0.5) / 0.5) / 2, rel=1e-6, abs=1e-6)
 
 
 def test_evaluate_runs_extensions_for_the_model_and_the_random_init_control(reference_files, tmp_path):
@@ -173,10 +172,10 @@ def test_evaluate_runs_extensions_for_the_model_and_the_random_init_control(refe
     result = evaluate([("m", model)], [dataset], ["p_pos.mean"], controls=["random-init"], output_dir=tmp_path / "out",
                       draws=1, n_boot=10, wandb_mode="disabled", plots=False, progress=False, echo=None,
                       extensions=["typicality", "combo"], bank=tmp_path / "bank.pt")
-    scorers = {r["scorer"] for r in result.rows}
-    assert scorers == {"m", "random-init", "m+typicality", "m+combo", "random-init+typicality", "random-init+combo"}
-    assert result.row("m+typicality", "ref", "typ:z.mean")["sign"] == -1
-    m = result.scores[("m+typicality", "ref")]
-    r = result.scores[("random-init+typicality", "ref")]
+    assert {r["scorer"] for r in result.rows} == {"m", "random-init", "m+beyond", "random-init+beyond"}
+    assert {r["measure"] for r in result.rows if r["scorer"] == "m+beyond"} == {*TYPICALITY_MEASURES, "combo"}
+    assert result.row("m+beyond", "ref", "typ:z.mean")["sign"] == -1
+    m = result.scores[("m+beyond", "ref")]
+    r = result.scores[("random-init+beyond", "ref")]
     assert m["u0"]["typ:z.mean"] != r["u0"]["typ:z.mean"]  # each model against its own codebook
     assert len(list((tmp_path / "out" / "cache" / "banks").glob("*.pt"))) == 1  # random-init's bank, cached

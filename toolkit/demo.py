@@ -360,7 +360,7 @@ def demo(
     for scorer, role in ((choice.name, "model"), ("random-init", "control"), ("acoustic", "control")):
         scores = evaluation.scores.get((scorer, dataset.name), {})
         if beyond:
-            scores = merge_extension_scores(evaluation.scores, scorer, dataset.name, beyond["extensions"])
+            scores = merge_extension_scores(evaluation.scores, scorer, dataset.name)
         table_rows += severity_rows(scores, keyed, scorer, role, n_boot=n_boot, seed=seed)
     present = [t for t in names if any(r["type"] == t for r in table_rows)]
     headline = [

@@ -5,11 +5,11 @@ changes every frame alike (a codec, a vocoder) then changes the target and the n
 A :class:`ReferenceBank` holds what the extensions compare against instead, all computed by *one*
 model from clean real reference speech (never from an evaluation set):
 
-- ``frames_z [M, C]``: a seeded sample of latent frames, the negatives of :class:`BankScorer`;
+- ``frames_z [M, C]``: a seeded sample of latent frames, the negatives of :class:`BankNegatives`;
 - ``centroids_z [K, C]``, ``centroids_c [K, C_ctx]``: spherical k-means codebooks of the latents and
-  contexts, used by :class:`~toolkit.scoring.typicality.TypicalityScorer`;
+  contexts, used by :class:`~toolkit.scoring.typicality.Typicality`;
 - ``reference``: mean and standard deviation over the reference clips of the scores that
-  :class:`~toolkit.scoring.extensions.ComboScorer` standardises.
+  :class:`~toolkit.scoring.extensions.Combo` standardises.
 
 It records the model's weights hash, its sources (path and SHA-256 of every file) and settings, and
 a SHA-256 over all of it (``sha256``), which scorers put in their cache fingerprint. A bank can be
@@ -17,7 +17,7 @@ rebuilt for another model (the random-init control) from the same sources: :func
 
     toolkit bank ../shared/data/speech/en --checkpoint toolkit/assets/default/model.pt --output bank.pt
 
-Measures of :class:`BankScorer`: ``bank:p_pos.mean`` and ``bank:entropy.mean`` by default; any
+Measures of :class:`BankNegatives`: ``bank:p_pos.mean`` and ``bank:entropy.mean`` by default; any
 registered measure (:mod:`toolkit.scoring.measures`) prefixed ``bank:``, with that measure's sign.
 """
 
@@ -38,14 +38,7 @@ from torch import Tensor
 from toolkit.audio import SAMPLE_RATE, load_audio
 from toolkit.errors import AudioError, CheckpointError, ToolkitError
 from toolkit.scoring.measures import MEASURES, compute_measures, oriented
-from toolkit.scoring.scorer import (
-    Wav2VecScorer,
-    autocast_context,
-    key_seed,
-    resolve_device,
-    state_dict_hash,
-    utterance_key,
-)
+from toolkit.scoring.scorer import key_seed, state_dict_hash, utterance_key
 from toolkit.scoring.typicality import spherical_kmeans, typicality_measures
 
 log = logging.getLogger(__name__)
@@ -152,7 +145,6 @@ def build_bank(
     """
     model = model.eval().cpu()
     paths = sorted(Path(f).resolve() for f in files)
-    paper = Wav2VecScorer(model, ["p_pos.mean"], draws=draws, seed=seed, device="cpu")
     zs, cs, sources, skipped, p_pos = [], [], [], [], []
     for path in paths:
         try:
@@ -164,12 +156,11 @@ def build_bank(
         if wave.numel() < model.min_samples:
             skipped.append({"path": str(path), "problem": f"too short ({wave.numel()} samples)"})
             continue
-        wav, length = wave[None], torch.tensor([wave.numel()])
-        z, c, _, _ = model.encode(wav, length)
-        zs.append(z[0].T.float())
-        cs.append(c[0].T.float())
-        p_pos.append(float(paper.score(wav, length, [utterance_key(path)])["p_pos.mean"][0]))
-        sources.append({"path": str(path), "sha256": file_sha256(path), "frames": int(z.shape[-1])})
+        encoding = model.encode(wave[None], torch.tensor([wave.numel()]))
+        zs.append(encoding[0][0].T.float())
+        cs.append(encoding[1][0].T.float())
+        p_pos.append(float(utterance_measures(model, encoding, utterance_key(path), ["p_pos.mean"], draws, seed)["p_pos.mean"][0]))
+        sources.append({"path": str(path), "sha256": file_sha256(path), "frames": int(encoding[0].shape[-1])})
     if not sources:
         raise ToolkitError(paths[0] if paths else None, "no usable reference audio for the bank")
     all_z, all_c = torch.cat(zs), torch.cat(cs)
@@ -258,70 +249,60 @@ def pooled_logits(
     return logits, target[None] < frame_lengths.to(z.device)[:, None, None]
 
 
-class BankScorer:
-    """The paper's measures with negatives drawn uniformly from a reference bank (scorer contract).
+def utterance_measures(
+    model: torch.nn.Module, encoding: tuple[Tensor, Tensor, Tensor, Tensor], key: str, names: Sequence[str],
+    draws: int, seed: int,
+) -> dict[str, Tensor]:
+    """The paper's measures (negatives from the utterance) of one clip from its encoding, quality-oriented.
+
+    The same draws as :class:`~toolkit.scoring.scorer.Wav2VecScorer` with the same ``seed`` and ``key``
+    (a test checks they agree), so an extension can reuse the network pass it already made.
+    """
+    z, _, predictions, frame_lengths = encoding
+    g = [torch.Generator().manual_seed(key_seed(seed, key))]
+    total: dict[str, Tensor] = {}
+    for _ in range(draws):
+        negatives = model.sample_negatives(frame_lengths, z.shape[-1], g, "uniform")
+        logits, mask = model.contrastive_logits(z, predictions, frame_lengths, negatives)
+        for name, value in compute_measures(logits, mask, names).items():
+            total[name] = total[name] + value if name in total else value
+    return {n: v / draws for n, v in oriented(total).items()}
+
+
+class BankNegatives:
+    """The ``bank`` family for :class:`~toolkit.scoring.extensions.ExtensionScorer`: the paper's
+    measures with negatives drawn uniformly from the bank's frames.
 
     ``draws`` independent draws per clip from a generator seeded by ``(seed, key)``; each measure is
-    the mean over draws. ``bank`` must be built with ``model``'s weights (:func:`bank_for_model`).
+    the mean over draws, reported with the sign of the paper's measure.
     """
 
-    sample_rate = SAMPLE_RATE
-
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        bank: ReferenceBank,
-        measures: Sequence[str] | None = None,
-        draws: int = 3,
-        seed: int = 0,
-        device: str | torch.device | None = "cpu",
-        dtype: str | None = None,
-        name: str = "bank",
-    ) -> None:
-        bank.check_model(model)
+    def __init__(self, model: torch.nn.Module, bank: ReferenceBank, measures: Sequence[str] | None = None,
+                 draws: int = 3, seed: int = 0) -> None:
         if draws < 1:
             raise ValueError(f"draws must be >= 1, got {draws}")
         self.measures = list(measures or BANK_MEASURES)
         bad = [m for m in self.measures if not m.startswith("bank:") or m[5:] not in MEASURES]
         if bad:
             raise ValueError(f"unknown bank measures {bad}: use bank:<measure>, e.g. {', '.join(BANK_MEASURES)}")
-        self.name = name
-        self.device = resolve_device(device)
-        self.model = model.eval().to(self.device)
-        self.bank = bank
-        self.draws, self.seed, self.dtype = draws, seed, dtype
-        self.min_samples = int(model.min_samples)
+        self.model, self.bank, self.draws, self.seed = model, bank, draws, seed
 
     def fingerprint(self) -> dict:
-        return {"scorer": "bank-negatives", "version": 1, "bank_sha256": self.bank.sha256, "draws": self.draws,
-                "seed": self.seed, "dtype": self.dtype or "float32", "measures": sorted(self.measures),
-                "negatives": self.model.num_negatives, "sample_rate": self.sample_rate}
+        return {"family": "bank", "version": 1, "draws": self.draws, "seed": self.seed,
+                "negatives": self.model.num_negatives, "measures": sorted(self.measures)}
 
-    @torch.inference_mode()
-    def score(self, wavs: Tensor, lengths: Tensor | None = None, keys: Sequence[str] | None = None) -> dict[str, Tensor]:
-        """Quality-oriented scores ``{bank:measure: [B]}`` for ``wavs [B, time]`` at 16 kHz (one clip at a time)."""
-        if wavs.ndim != 2:
-            raise ValueError(f"wavs must be [batch, time], got {tuple(wavs.shape)}")
-        if lengths is None:
-            lengths = torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long)
-        keys = list(keys) if keys is not None else [str(i) for i in range(wavs.shape[0])]
-        base = [m[5:] for m in self.measures]
-        pool = self.bank.frames_z.to(self.device)[None]
-        rows = []
-        for i, n in enumerate(lengths.tolist()):
-            wav = wavs[i : i + 1, : int(n)].to(self.device, torch.float32)
-            with autocast_context(self.device, self.dtype):
-                z, _, predictions, frame_lengths = self.model.encode(wav, lengths[i : i + 1].to(self.device))
-            z, predictions = z.float(), predictions.float()
-            g = torch.Generator().manual_seed(key_seed(self.seed, "bank\0" + keys[i]))
-            total: dict[str, Tensor] = {}
-            for _ in range(self.draws):
-                idx = torch.randint(pool.shape[1], (1, z.shape[-1], self.model.num_negatives), generator=g)
-                logits, mask = pooled_logits(z, predictions, frame_lengths, self.model.offset, pool, idx)
-                for name, value in compute_measures(logits, mask, base).items():
-                    total[name] = total[name] + value if name in total else value
-            rows.append({f"bank:{k}": v.cpu() / self.draws for k, v in oriented(total).items()})
-        return {m: torch.cat([r[m] for r in rows]) for m in self.measures}
+    def compute(self, encoding: tuple[Tensor, Tensor, Tensor, Tensor], key: str) -> dict[str, Tensor]:
+        """``{bank:measure: [1]}`` for one clip's ``model.encode`` output."""
+        z, _, predictions, frame_lengths = encoding
+        pool = self.bank.frames_z.to(z.device)[None]
+        g = torch.Generator().manual_seed(key_seed(self.seed, "bank\0" + key))
+        total: dict[str, Tensor] = {}
+        for _ in range(self.draws):
+            idx = torch.randint(pool.shape[1], (1, z.shape[-1], self.model.num_negatives), generator=g)
+            logits, mask = pooled_logits(z, predictions, frame_lengths, self.model.offset, pool, idx)
+            for name, value in compute_measures(logits, mask, [m[5:] for m in self.measures]).items():
+                total[name] = total[name] + value if name in total else value
+        return {f"bank:{n}": v / self.draws for n, v in oriented(total).items()}
 
 
 # --------------------------------------------------------------------------------------------------

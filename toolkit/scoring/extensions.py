@@ -4,15 +4,16 @@ The paper scores a clip by the uncertainty of wav2vec's contrastive task *within
 extensions (issue 15; results in ``docs/results.md``, "Beyond the paper") also use a
 :class:`~toolkit.scoring.bank.ReferenceBank` built once from clean real speech:
 
-``bank``        the paper's measures with negatives drawn from the bank (:class:`BankScorer`)
-``typicality``  distance of each frame's latent to a k-means codebook (:class:`TypicalityScorer`)
+``bank``        the paper's measures with negatives drawn from the bank (:class:`BankNegatives`)
+``typicality``  distance of each frame's latent to a k-means codebook (:class:`Typicality`)
 ``combo``       ``p_pos.mean`` and ``typ:z.mean``, each standardised by its mean and standard
-                deviation over the reference clips, averaged (:class:`ComboScorer`). Fixed in
+                deviation over the reference clips, averaged (:class:`Combo`). Fixed in
                 advance; no weight is fitted to any rating.
 
-Each is switched on by name: ``toolkit evaluate CKPT --extension combo --bank bank.pt ...``. Every
-wav2vec candidate (checkpoints and the random-init control) then gets an extra scorer named
-``CANDIDATE+EXTENSION``, with the bank rebuilt for its own weights where they differ.
+Each family is switched on by name: ``toolkit evaluate CKPT --extension combo --bank bank.pt ...``.
+Every wav2vec candidate (checkpoints and the random-init control) then gets one extra scorer,
+:class:`ExtensionScorer`, named ``CANDIDATE+beyond``, which runs the network once per clip for all
+the families switched on, with the bank rebuilt for its own weights where they differ.
 """
 
 from __future__ import annotations
@@ -31,17 +32,19 @@ from toolkit.errors import ToolkitError
 from toolkit.scoring.bank import (
     BANK_MEASURES,
     COMBO_PARTS,
-    BankScorer,
+    BankNegatives,
     ReferenceBank,
     bank_for_model,
     load_bank,
+    utterance_measures,
 )
 from toolkit.scoring.measures import MEASURES
-from toolkit.scoring.scorer import Wav2VecScorer
-from toolkit.scoring.typicality import TYPICALITY_MEASURES, TypicalityScorer
+from toolkit.scoring.scorer import Wav2VecScorer, autocast_context, resolve_device
+from toolkit.scoring.typicality import TYPICALITY_MEASURES, Typicality
 
 # The measure chosen by the protocol in docs/results.md ("Beyond the paper"): what the demo prints.
 CHOSEN = ("combo", "combo")  # (extension, measure)
+SUFFIX = "+beyond"  # the extension scorer of candidate NAME is NAME+beyond
 
 
 def standardised_mean(values: dict[str, Tensor], reference: dict[str, Sequence[float]], parts: Sequence[str]) -> Tensor:
@@ -60,50 +63,89 @@ def standardised_mean(values: dict[str, Tensor], reference: dict[str, Sequence[f
     return (total / len(parts)).float()
 
 
-class ComboScorer:
-    """``combo``: the paper's ``p_pos.mean`` and ``typ:z.mean``, standardised on the reference clips, averaged."""
+class Combo:
+    """The ``combo`` family: ``p_pos.mean`` (negatives from the utterance, as the paper) and
+    ``typ:z.mean``, each standardised by the bank's reference statistics, averaged."""
 
-    sample_rate = SAMPLE_RATE
     measures = ["combo"]
-    signs = {"combo": 1}
 
-    def __init__(self, model: torch.nn.Module, bank: ReferenceBank, draws: int = 3, seed: int = 0,
-                 device: str | torch.device | None = "cpu", dtype: str | None = None, name: str = "combo") -> None:
-        self.name = name
-        self.bank = bank
-        self.paper = Wav2VecScorer(model, ["p_pos.mean"], draws=draws, seed=seed, device=device, dtype=dtype)
-        self.typicality = TypicalityScorer(model, bank, ["typ:z.mean"], device=device, dtype=dtype)
-        self.min_samples = self.paper.min_samples
+    def __init__(self, model: torch.nn.Module, bank: ReferenceBank, draws: int = 3, seed: int = 0) -> None:
+        self.model, self.bank, self.draws, self.seed = model, bank, draws, seed
+        self.typicality = Typicality(bank, ["typ:z.mean"])
 
     def fingerprint(self) -> dict:
-        return {"scorer": "combo", "version": 1, "parts": list(COMBO_PARTS), "paper": self.paper.fingerprint(),
-                "typicality": self.typicality.fingerprint()}
+        return {"family": "combo", "version": 1, "parts": list(COMBO_PARTS), "draws": self.draws, "seed": self.seed}
 
-    def score(self, wavs: Tensor, lengths: Tensor | None = None, keys: Sequence[str] | None = None) -> dict[str, Tensor]:
-        values = {**self.paper.score(wavs, lengths, keys), **self.typicality.score(wavs, lengths, keys)}
+    def compute(self, encoding: tuple[Tensor, Tensor, Tensor, Tensor], key: str) -> dict[str, Tensor]:
+        values = {**utterance_measures(self.model, encoding, key, ["p_pos.mean"], self.draws, self.seed),
+                  **self.typicality.compute(encoding, key)}
         return {"combo": standardised_mean(values, self.bank.reference, COMBO_PARTS)}
 
 
-def _bank(model, bank, kwargs, name):
-    return BankScorer(model, bank, BANK_MEASURES, draws=kwargs["draws"], seed=kwargs["seed"],
-                      device=kwargs["device"], dtype=kwargs["dtype"], name=name)
-
-
-def _typicality(model, bank, kwargs, name):
-    return TypicalityScorer(model, bank, TYPICALITY_MEASURES, device=kwargs["device"], dtype=kwargs["dtype"], name=name)
-
-
-def _combo(model, bank, kwargs, name):
-    return ComboScorer(model, bank, draws=kwargs["draws"], seed=kwargs["seed"], device=kwargs["device"],
-                       dtype=kwargs["dtype"], name=name)
-
-
-# name -> (builder(model, bank, scorer kwargs, scorer name), one-line description)
+# name -> (family builder(model, bank, draws, seed), one-line description)
 EXTENSIONS: dict[str, tuple[Callable[..., Any], str]] = {
-    "bank": (_bank, "negatives from a bank of clean reference latents: " + ", ".join(BANK_MEASURES)),
-    "typicality": (_typicality, "distance of z and c to a k-means codebook of clean speech: typ:{z,c}.{mean,max,std}"),
-    "combo": (_combo, "mean of p_pos.mean and typ:z.mean, each standardised on the reference clips: combo"),
+    "bank": (lambda m, b, d, s: BankNegatives(m, b, BANK_MEASURES, d, s),
+             "negatives from a bank of clean reference latents: " + ", ".join(BANK_MEASURES)),
+    "typicality": (lambda m, b, d, s: Typicality(b, TYPICALITY_MEASURES),
+                   "distance of z and c to a k-means codebook of clean speech: typ:{z,c}.{mean,max,std}"),
+    "combo": (lambda m, b, d, s: Combo(m, b, d, s),
+              "mean of p_pos.mean and typ:z.mean, each standardised on the reference clips: combo"),
 }
+
+
+class ExtensionScorer:
+    """Scorer contract for the extension families in ``extensions``: one network pass per clip.
+
+    ``bank`` must be built with ``model``'s weights (:func:`~toolkit.scoring.bank.bank_for_model`).
+    Clips are scored one at a time over their true length (padding never matters).
+    """
+
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, model: torch.nn.Module, bank: ReferenceBank, extensions: Sequence[str], draws: int = 3,
+                 seed: int = 0, device: str | torch.device | None = "cpu", dtype: str | None = None,
+                 name: str = "beyond") -> None:
+        bank.check_model(model)
+        unknown = [e for e in extensions if e not in EXTENSIONS]
+        if unknown or not extensions:
+            raise ValueError(f"extensions must be some of {', '.join(EXTENSIONS)}, got {list(extensions)}")
+        self.name = name
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
+        self.bank, self.dtype = bank, dtype
+        self.extensions = list(dict.fromkeys(extensions))
+        self.families = [EXTENSIONS[e][0](self.model, bank, draws, seed) for e in self.extensions]
+        self.measures = [m for f in self.families for m in f.measures]
+        self.signs = {m: sign_of(m) for m in self.measures}
+        self.min_samples = int(model.min_samples)
+
+    def fingerprint(self) -> dict:
+        return {"scorer": "extensions", "bank_sha256": self.bank.sha256, "dtype": self.dtype or "float32",
+                "families": [f.fingerprint() for f in self.families], "sample_rate": self.sample_rate}
+
+    @torch.inference_mode()
+    def score(self, wavs: Tensor, lengths: Tensor | None = None, keys: Sequence[str] | None = None) -> dict[str, Tensor]:
+        """Quality-oriented scores ``{measure: [B]}`` (float32, CPU) for ``wavs [B, time]`` at 16 kHz."""
+        if wavs.ndim != 2:
+            raise ValueError(f"wavs must be [batch, time], got {tuple(wavs.shape)}")
+        if lengths is None:
+            lengths = torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long)
+        keys = list(keys) if keys is not None else [str(i) for i in range(wavs.shape[0])]
+        if len(keys) != wavs.shape[0]:
+            raise ValueError(f"got {len(keys)} keys for a batch of {wavs.shape[0]}")
+        rows = []
+        for i, n in enumerate(lengths.tolist()):
+            if n < self.min_samples:
+                raise ValueError(f"{keys[i]}: {n} samples, shorter than the model's minimum of {self.min_samples}")
+            wav = wavs[i : i + 1, : int(n)].to(self.device, torch.float32)
+            with autocast_context(self.device, self.dtype):
+                z, c, predictions, frame_lengths = self.model.encode(wav, lengths[i : i + 1].to(self.device))
+            encoding = (z.float(), c.float(), predictions.float(), frame_lengths)
+            row: dict[str, Tensor] = {}
+            for family in self.families:
+                row.update(family.compute(encoding, keys[i]))
+            rows.append(row)
+        return {m: torch.cat([r[m] for r in rows]).float().cpu() for m in self.measures}
 
 
 def sign_of(measure: str) -> int:
@@ -132,27 +174,27 @@ def extension_candidates(candidates: list, names: Sequence[str], bank_path: str 
     for cand in candidates:
         if cand.role == "control" and cand.name != "random-init":
             continue  # acoustic features have no latents
-        for ext in names:
-            new = dataclasses.replace(cand, name=f"{cand.name}+{ext}", source=f"{cand.source} ({ext} extension)")
+        new = dataclasses.replace(cand, name=f"{cand.name}{SUFFIX}", source=f"{cand.source} (extensions {', '.join(names)})")
 
-            def build(c=cand, e=ext, new=new):
-                base = c.build()
-                new.step = c.step  # known once a checkpoint is loaded
-                if not isinstance(base, Wav2VecScorer):
-                    raise ToolkitError(c.name, f"the {e} extension needs a wav2vec (v1) model")
-                return EXTENSIONS[e][0](base.model, bank_for_model(bank, base.model, cache_dir), scorer_kwargs, new.name)
+        def build(c=cand, new=new):
+            base = c.build()
+            new.step = c.step  # known once a checkpoint is loaded
+            if not isinstance(base, Wav2VecScorer):
+                raise ToolkitError(c.name, "the extensions need a wav2vec (v1) model")
+            own = bank_for_model(bank, base.model, cache_dir)
+            return ExtensionScorer(base.model, own, names, draws=scorer_kwargs["draws"], seed=scorer_kwargs["seed"],
+                                   device=scorer_kwargs["device"], dtype=scorer_kwargs["dtype"], name=new.name)
 
-            new.build = build
-            extra.append(new)
+        new.build = build
+        extra.append(new)
     return candidates + extra
 
 
-def merge_extension_scores(scores: dict, base: str, dataset: str, extensions: Sequence[str]) -> dict[str, dict[str, float]]:
-    """One ``{key: {measure: score}}`` for ``base`` and its ``base+EXTENSION`` scorers on ``dataset``."""
+def merge_extension_scores(scores: dict, base: str, dataset: str) -> dict[str, dict[str, float]]:
+    """One ``{key: {measure: score}}`` for scorer ``base`` and its extension scorer on ``dataset``."""
     merged = {k: dict(v) for k, v in scores.get((base, dataset), {}).items()}
-    for ext in extensions:
-        for key, row in scores.get((f"{base}+{ext}", dataset), {}).items():
-            merged.setdefault(key, {}).update(row)
+    for key, row in scores.get((f"{base}{SUFFIX}", dataset), {}).items():
+        merged.setdefault(key, {}).update(row)
     return merged
 
 

@@ -11,7 +11,8 @@ uncertainty-like (far from clean speech = worse), so every reported score is ``-
 higher = more typical = better predicted quality.
 
 Measures: ``typ:z.mean``, ``typ:z.max``, ``typ:z.std``, ``typ:c.mean``, ``typ:c.max``, ``typ:c.std``.
-The codebook lives in a :class:`~toolkit.scoring.bank.ReferenceBank`.
+The codebook lives in a :class:`~toolkit.scoring.bank.ReferenceBank`; the family :class:`Typicality`
+is scored through :class:`~toolkit.scoring.extensions.ExtensionScorer`.
 
     >>> centroids = spherical_kmeans(frames, k=128, seed=0)        # frames [M, C]
     >>> d = nearest_distance(z.transpose(1, 2), centroids)          # [B, F]
@@ -23,9 +24,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-
-from toolkit.audio import SAMPLE_RATE
-from toolkit.scoring.scorer import autocast_context, resolve_device
 
 SPACES = ("z", "c")
 AGGREGATIONS = ("mean", "max", "std")
@@ -116,59 +114,24 @@ def typicality_measures(
     return out
 
 
-class TypicalityScorer:
-    """Scores clips by the typicality of their latents against a bank's codebooks (scorer contract).
+class Typicality:
+    """The ``typicality`` family for :class:`~toolkit.scoring.extensions.ExtensionScorer`.
 
-    ``bank`` is a :class:`~toolkit.scoring.bank.ReferenceBank` built with *this* model's weights.
+    ``bank`` is a :class:`~toolkit.scoring.bank.ReferenceBank` built with the scoring model's weights.
     """
 
-    sample_rate = SAMPLE_RATE
-
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        bank,
-        measures: Sequence[str] | None = None,
-        device: str | torch.device | None = "cpu",
-        dtype: str | None = None,
-        name: str = "typicality",
-    ) -> None:
-        bank.check_model(model)
-        self.name = name
-        self.device = resolve_device(device)
-        self.model = model.eval().to(self.device)
+    def __init__(self, bank, measures: Sequence[str] | None = None) -> None:
         self.bank = bank
         self.measures = list(measures or TYPICALITY_MEASURES)
         unknown = [m for m in self.measures if m not in TYPICALITY_MEASURES]
         if unknown:
             raise ValueError(f"unknown typicality measures {unknown}; choose from {', '.join(TYPICALITY_MEASURES)}")
-        self.dtype = dtype
-        self.min_samples = int(model.min_samples)
 
     def fingerprint(self) -> dict:
-        return {
-            "scorer": "typicality",
-            "version": TYPICALITY_VERSION,
-            "bank_sha256": self.bank.sha256,
-            "dtype": self.dtype or "float32",
-            "measures": sorted(self.measures),
-            "sample_rate": self.sample_rate,
-        }
+        return {"family": "typicality", "version": TYPICALITY_VERSION, "measures": sorted(self.measures)}
 
-    @torch.inference_mode()
-    def score(self, wavs: Tensor, lengths: Tensor | None = None, keys: Sequence[str] | None = None) -> dict[str, Tensor]:
-        """Quality-oriented scores ``{measure: [B]}`` for ``wavs [B, time]`` at 16 kHz (one clip at a time)."""
-        if wavs.ndim != 2:
-            raise ValueError(f"wavs must be [batch, time], got {tuple(wavs.shape)}")
-        if lengths is None:
-            lengths = torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long)
-        rows = []
-        for i, n in enumerate(lengths.tolist()):
-            wav = wavs[i : i + 1, : int(n)].to(self.device, torch.float32)
-            with autocast_context(self.device, self.dtype):
-                z, c, _, frame_lengths = self.model.encode(wav, lengths[i : i + 1].to(self.device))
-            values = typicality_measures(
-                z.float(), c.float(), frame_lengths, self.bank.centroids_z.to(self.device), self.bank.centroids_c.to(self.device)
-            )
-            rows.append({m: values[m].cpu() for m in self.measures})
-        return {m: torch.cat([r[m] for r in rows]) for m in self.measures}
+    def compute(self, encoding: tuple[Tensor, Tensor, Tensor, Tensor], key: str) -> dict[str, Tensor]:
+        """``{measure: [1]}`` for one clip's ``model.encode`` output ``(z, c, predictions, frame_lengths)``."""
+        z, c, _, frame_lengths = encoding
+        values = typicality_measures(z, c, frame_lengths, self.bank.centroids_z.to(z.device), self.bank.centroids_c.to(z.device))
+        return {m: values[m] for m in self.measures}
