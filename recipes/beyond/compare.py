@@ -18,7 +18,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from toolkit.demo import severity_rows
 from toolkit.scoring.datasets import MosDataset, MosItem, load_dataset
@@ -49,7 +48,6 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="toolkit/assets/default/model.pt")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
-    torch.set_num_threads(2)
     if args.set == "demo":
         dataset, keyed = demo_dataset(args.demo)
     else:

@@ -86,7 +86,6 @@ def main() -> None:
     parser.add_argument("--margin", type=int, default=40, help="frames left out on each side of the splice")
     parser.add_argument("--output", required=True)
     args = parser.parse_args()
-    torch.set_num_threads(2)
     model, _ = load_checkpoint(args.checkpoint)
     model.eval()
     bank = load_bank(args.bank)
