@@ -204,10 +204,8 @@ def _safe(name: str) -> str:
 
 
 def _sign(scorer, measure: str) -> int:
-    if hasattr(scorer, "bank"):  # a toolkit extension (toolkit.scoring.extensions)
-        from toolkit.scoring.extensions import sign_of
-
-        return sign_of(measure)
+    if hasattr(scorer, "signs"):  # a scorer that says which sign it applied (toolkit.scoring.extensions)
+        return scorer.signs[measure]
     if measure in M.MEASURES:
         return M.MEASURES[measure].sign
     if measure in FEATURES:
