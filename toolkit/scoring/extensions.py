@@ -43,7 +43,7 @@ from toolkit.scoring.scorer import Wav2VecScorer, autocast_context, resolve_devi
 from toolkit.scoring.typicality import TYPICALITY_MEASURES, Typicality
 
 # The measure chosen by the protocol in docs/results.md ("Beyond the paper"): what the demo prints.
-CHOSEN = ("combo", "combo")  # (extension, measure)
+CHOSEN = ("typicality", "typ:z.mean")  # (extension, measure): highest mean SRCC over the 10 degradation types
 SUFFIX = "+beyond"  # the extension scorer of candidate NAME is NAME+beyond
 
 
