@@ -149,10 +149,10 @@ def check_evaluate_arguments(checkpoint: str, extra: Sequence[str], output: str)
 
 
 def check_resume(resume: str, run_dir: str | os.PathLike) -> str | None:
-    """Check a pretraining job's ``--resume`` (auto, never or a path); a note on what it resumes from."""
+    """Check a pretraining job's ``--resume`` (auto, never/none or a path); a note on what it resumes from."""
     from toolkit.checkpoints import newest_in_run
 
-    if resume == "never":
+    if resume in ("never", "none"):
         return None
     if resume == "auto":
         newest = newest_in_run(run_dir)

@@ -90,7 +90,7 @@ def pretrain_arguments(
         args += ["--config", str(Path(config).resolve())]
     return [
         *args, *extra, f"--trainer.num_nodes={resources.nodes}", f"--trainer.devices={resources.tasks()}",
-        f"--trainer.default_root_dir={Path(run_dir).resolve()}", "--resume", "none" if resume == "never" else resume,
+        f"--trainer.default_root_dir={Path(run_dir).resolve()}", "--resume", "none" if resume in ("never", "none") else resume,
         f"--trainer.callbacks+={PREEMPTION_CALLBACK}",
     ]
 
