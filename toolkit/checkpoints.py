@@ -84,11 +84,11 @@ def is_complete_checkpoint(path: str | os.PathLike) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- describe
-def checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
+def checkpoint_info(path: str | os.PathLike, *, verify: bool = True) -> CheckpointInfo:
     """Read a checkpoint's header without loading its weights into memory.
 
     Raises :class:`CheckpointError` (one line, naming the file) for a missing, truncated, unsafe or
-    non-wav2vec file.
+    non-wav2vec file. ``verify=False`` skips the CRC check of every byte (the header is still read).
     """
     import torch
 
@@ -98,7 +98,7 @@ def checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
     if not path.is_file():
         raise CheckpointError(path, "file not found" if not path.exists() else "not a file")
     obj = None
-    if zipfile.is_zipfile(path) and is_complete_checkpoint(path):
+    if zipfile.is_zipfile(path) and (not verify or is_complete_checkpoint(path)):
         try:  # memory-mapped: the header is read, the tensors are not
             with torch.serialization.safe_globals(ALLOWED_GLOBALS):
                 obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -149,11 +149,12 @@ def newest_first_key(info: CheckpointInfo) -> tuple:
     return (info.step is not None, info.step or 0, mtime, info.path.name)
 
 
-def training_checkpoints(folders: Iterable[str | os.PathLike]) -> list[CheckpointInfo]:
+def training_checkpoints(folders: Iterable[str | os.PathLike], *, verify: bool = True) -> list[CheckpointInfo]:
     """A run's complete Lightning checkpoints in ``folders`` (see :func:`run_folders`), oldest first.
 
     Files named ``step-*.ckpt`` or ``hpc_ckpt_*.ckpt`` are read; incomplete, unreadable or
-    non-Lightning ones are skipped with a warning naming the file.
+    non-Lightning ones are skipped with a warning naming the file. ``verify=False`` reads only the
+    headers and skips the CRC check of every byte (:func:`is_complete_checkpoint`), for pruning.
     """
     seen: set[Path] = set()
     infos: list[CheckpointInfo] = []
@@ -162,18 +163,18 @@ def training_checkpoints(folders: Iterable[str | os.PathLike]) -> list[Checkpoin
             if not is_training_checkpoint_name(path) or path.resolve() in seen:
                 continue
             seen.add(path.resolve())
-            info = _usable(path)
+            info = _usable(path, verify)
             if info is not None:
                 infos.append(info)
     return sorted(infos, key=newest_first_key)
 
 
-def _usable(path: Path) -> CheckpointInfo | None:
-    if not is_complete_checkpoint(path):
+def _usable(path: Path, verify: bool = True) -> CheckpointInfo | None:
+    if verify and not is_complete_checkpoint(path):
         log.warning("%s: incomplete checkpoint, skipped", path)
         return None
     try:
-        info = checkpoint_info(path)
+        info = checkpoint_info(path, verify=verify)
     except CheckpointError as err:
         log.warning("%s, skipped", err)
         return None
@@ -234,13 +235,14 @@ def evaluation_checkpoints(sources: Iterable[str | os.PathLike]) -> list[Checkpo
 def prune_checkpoints(folders: Iterable[str | os.PathLike], keep_last: int) -> list[Path]:
     """Delete all but the newest ``keep_last`` training checkpoints in ``folders``; return the deleted.
 
-    Periodic and preemption checkpoints are ranked together (:func:`training_checkpoints`). Temporary
+    Periodic and preemption checkpoints are ranked together by the step in their headers
+    (:func:`training_checkpoints`; the bytes are not re-read at every save). Temporary
     files left by writers that are no longer running are removed too; a live writer's are kept.
     """
     if keep_last < 1:
         raise ValueError(f"keep_last must be at least 1, got {keep_last}")
     folders = [Path(f) for f in folders]
-    doomed = list_checkpoints(*folders)[:-keep_last]
+    doomed = [info.path for info in training_checkpoints(folders, verify=False)][:-keep_last]
     for path in doomed:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
