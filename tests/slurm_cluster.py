@@ -75,8 +75,11 @@ class SlurmCluster:
                 jobs[parts[0]] = parts[1]
         return jobs
 
-    def drain(self, folder: Path, timeout: float = 300) -> None:
-        """Wait until no job with its output under ``folder`` is queued (cancel them after ``timeout``)."""
+    def drain(self, folder: Path, timeout: float = 300, cancel: bool = False) -> None:
+        """Wait until no job with its output under ``folder`` is queued (cancel them after ``timeout``,
+        or at once with ``cancel``)."""
+        if cancel:
+            self.run(["scancel", *{j.split("_")[0] for j in self.jobs_under(folder)}], check=False)
         deadline = time.monotonic() + timeout
         while self.jobs_under(folder):
             if time.monotonic() > deadline:

@@ -200,8 +200,11 @@ def test_chain_queues_evaluation_behind_pretraining(slurm_cluster: SlurmCluster,
         assert record["Dependency"].startswith(f"afterok:{pretrain}"), record["Dependency"]
         assert record["JobName"] == "toolkit-chain"
         assert slurm_cluster.job(pretrain)["JobName"] == "toolkit-pretrain"
+        # Pretraining that never succeeds takes its evaluation with it (nothing left pending forever).
+        slurm_cluster.run(["scancel", pretrain])
+        assert slurm_cluster.wait(chain, timeout=60)["JobState"] == "CANCELLED"
     finally:
-        slurm_cluster.run(["scancel", pretrain, chain], check=False)
+        slurm_cluster.drain(project["dir"], timeout=60, cancel=True)
 
 
 @pytest.mark.slurm

@@ -216,7 +216,7 @@ def chain_command(
 ) -> list[str]:
     """The sbatch argument list for :file:`slurm/chain.sbatch` behind ``pretrain_job``.
 
-    Once: ``--dependency=afterok:JOB``. Periodically: ``--begin=now+MINUTES``; the evaluation
+    Once: ``--dependency=afterok:JOB`` (cancelled by SLURM if JOB fails). Periodically: ``--begin=now+MINUTES``; the evaluation
     queues the next pass while the pretraining job is in the queue. ``resources`` is the evaluation's
     request: the chain job itself is small (one task, no GPU, ``resources.time`` or 30 minutes) but
     keeps its partition, account, QOS and extra sbatch options.
@@ -225,9 +225,11 @@ def chain_command(
         time=resources.time or "0:30:00", partition=resources.partition, account=resources.account,
         qos=resources.qos, job_name=CHAIN_JOB, extra=list(resources.extra),
     )
-    when = f"--begin=now+{every_minutes}minutes" if every_minutes else f"--dependency=afterok:{pretrain_job}"
+    # Behind a pretraining job that fails, the dependency can never be met: the job is cancelled, not left pending.
+    when = ([f"--begin=now+{every_minutes}minutes"] if every_minutes else
+            [f"--dependency=afterok:{pretrain_job}", "--kill-on-invalid-dep=yes"])
     return [
-        sbatch_executable(), "--parsable", *small.options(), when, "--open-mode=append",
+        sbatch_executable(), "--parsable", *small.options(), *when, "--open-mode=append",
         f"--output={Path(log_dir).resolve() / 'slurm' / '%x-%j.out'}",
         str(template("chain.sbatch")), "--python", python_path(python), "--", *evaluate_args,
     ]
