@@ -307,6 +307,9 @@ def test_evaluation_counts_a_step_once_and_keeps_other_checkpoints(tmp_path):
     infos = evaluation_checkpoints([run])
     assert [(i.path, i.step, i.kind) for i in infos] == [
         (init, 0, "toolkit"), (later, 4, "lightning"), (run / "hpc_ckpt_5.ckpt", 5, "lightning")]
+    other = lightning_checkpoint(tmp_path / "other" / "hpc_ckpt_4.ckpt", 4)  # another run, same step: kept
+    assert [i.path for i in evaluation_checkpoints([run, other.parent])] == [
+        init, other, later, run / "hpc_ckpt_5.ckpt"]
     (run / "checkpoints" / "step-000000008.ckpt").write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(CheckpointError, match="step-000000008.ckpt"):
         evaluation_checkpoints([run])

@@ -204,7 +204,7 @@ def evaluation_checkpoints(sources: Iterable[str | os.PathLike]) -> list[Checkpo
     """Checkpoints named by ``sources`` (files, or folders searched recursively), sorted by step.
 
     Every one is read with :func:`checkpoint_info` (a bad one raises, naming it). A periodic and a
-    preemption checkpoint of the same step are one checkpoint: the file written later is kept.
+    preemption checkpoint of the same run and step are one checkpoint: the file written later is kept.
     """
     from toolkit.errors import ToolkitError
 
@@ -220,15 +220,21 @@ def evaluation_checkpoints(sources: Iterable[str | os.PathLike]) -> list[Checkpo
             infos.append(checkpoint_info(source))
         else:
             raise CheckpointError(source, "not found")
-    by_step: dict[int, CheckpointInfo] = {}
+    by_step: dict[tuple[Path, int], CheckpointInfo] = {}
     kept: list[CheckpointInfo] = []
     for info in sorted(infos, key=newest_first_key):
         if info.step is not None and is_training_checkpoint_name(info.path) and info.kind == "lightning":
-            by_step[info.step] = info  # later files overwrite earlier ones of the same step
+            by_step[_run_root(info.path), info.step] = info  # later files replace earlier ones of the step
         else:
             kept.append(info)
     unique = {info.path: info for info in [*kept, *by_step.values()]}
     return sorted(unique.values(), key=lambda i: (i.step is None, i.step or 0, str(i.path)))
+
+
+def _run_root(path: Path) -> Path:
+    """The run a training checkpoint belongs to: ``RUN/hpc_ckpt_*`` or ``RUN/checkpoints/step-*``."""
+    folder = path.parent.resolve()
+    return folder.parent if STEP_NAME.match(path.name) and folder.name == CHECKPOINT_FOLDER else folder
 
 
 # ---------------------------------------------------------------------------------------------- prune
