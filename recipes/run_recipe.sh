@@ -91,7 +91,7 @@ from toolkit.models.checkpoint import save_model
 from toolkit.models.wav2vec import build_preset
 torch.manual_seed(0)
 save_model(sys.argv[1], build_preset("small"), step=0)' "$INIT_TOOLKIT"
-elif [[ $("$PYTHON" -c 'import sys; from toolkit.submit import checkpoint_info; print(checkpoint_info(sys.argv[1])["kind"])' "$INIT") == fairseq ]]; then
+elif [[ $("$PYTHON" -c 'import sys; from toolkit.checkpoints import checkpoint_info; print(checkpoint_info(sys.argv[1]).kind)' "$INIT") == fairseq ]]; then
     INIT_TOOLKIT="$WORK/$(basename "${INIT%.*}").toolkit.pt"
     [[ -s $INIT_TOOLKIT ]] || "${TOOLKIT[@]}" import-fairseq "$INIT" --output "$INIT_TOOLKIT"
 else
@@ -108,7 +108,8 @@ for spec in "${EVAL[@]}"; do DATASETS+=(--dataset "$spec"); done
 
 if ((LOCAL)); then
     "${TOOLKIT[@]}" pretrain "${CONFIGS[@]}" "${OVERRIDES[@]}" --trainer.default_root_dir "$RUN"
-    mapfile -t CKPTS < <(ls "$RUN"/checkpoints/step-*.ckpt)
+    # The run's checkpoints, oldest first: the same list `toolkit submit evaluate --checkpoints "$RUN"` takes.
+    mapfile -t CKPTS < <("${TOOLKIT[@]}" submit checkpoints "$RUN")
     "${TOOLKIT[@]}" evaluate "${CKPTS[@]}" "${DATASETS[@]}" "${EVAL_OPTIONS[@]}" --output "$RESULTS"
 else
     # Everything is checked before anything is queued (configs, paths, checkpoints, resources).

@@ -16,8 +16,8 @@ import pytest
 import torch
 from training_support import REPO, make_shards, pretrain_command, read_metric, subprocess_env
 
+from toolkit.checkpoints import SLEEP_ENV, is_complete_checkpoint, list_checkpoints
 from toolkit.errors import DataError, ToolkitError
-from toolkit.training.callbacks import SLEEP_ENV, is_complete_checkpoint, list_checkpoints
 from toolkit.training.cli import main
 
 MAX_STEPS = 40

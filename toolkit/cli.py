@@ -28,7 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "import-fairseq": ("toolkit.models.convert", "convert a fairseq wav2vec checkpoint to the toolkit's"),
     "export-fairseq": ("toolkit.models.convert", "convert a toolkit checkpoint to fairseq's format"),
     "degrade": ("toolkit.degrade", "make graded degraded copies of clean clips (noise, codecs...)"),
-    "submit": ("toolkit.submit", "submit pretraining / evaluation jobs to SLURM"),
+    "submit": ("toolkit.slurm.cli", "submit pretraining / evaluation jobs to SLURM"),
 }
 
 
