@@ -37,12 +37,20 @@ log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint I/O through :func:`toolkit.checkpoints.atomic_torch_save` (local paths)."""
+    """Lightning checkpoint I/O: writes through :func:`toolkit.checkpoints.atomic_torch_save`, reads
+    through :func:`toolkit.models.checkpoint.safe_torch_load` (the allow-listed ``weights_only`` load:
+    a resumed file that would run code, or a damaged one, is a one-line error naming it)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
         checkpoints.atomic_torch_save(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
+        # On CPU, always: Lightning copies the states into the module and moves the optimizer's.
+        from toolkit.models.checkpoint import safe_torch_load
+
+        return safe_torch_load(path)
 
 
 class StepCheckpoint(pl.Callback):
