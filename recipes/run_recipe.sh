@@ -49,7 +49,7 @@ if ((SMOKE)); then
     AUDIO=("$SMOKE_AUDIO")
     EVAL=("$SMOKE_EVAL")
     CONFIGS=(--config "$REPO/toolkit/configs/pretrain/small.yaml" --config "$HERE/$DOMAIN/pretrain.yaml")
-    OVERRIDES=(--trainer.max_steps=20 --checkpoint.every_n_steps=10 --checkpoint.keep_last=5
+    OVERRIDES=(--trainer.max_steps=20 --model.warmup_updates=5 --checkpoint.every_n_steps=10 --checkpoint.keep_last=5
         --trainer.accelerator=cpu --trainer.precision=32-true --trainer.log_every_n_steps=5
         --trainer.enable_progress_bar=false
         --data.num_workers=0 --data.max_sample_size=32000 --data.max_tokens=128000

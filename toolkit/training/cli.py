@@ -186,6 +186,22 @@ def resolve_resume(option: str | None, checkpoint_dir: str, root_dir: str | None
     return option
 
 
+def refuse_fresh_start_over_checkpoints(root_dir: str, checkpoint_dir: str) -> None:
+    """A run that starts afresh must not share its folder with an earlier run's checkpoints.
+
+    Pruning would count them with the new ones, ``--resume auto`` would later pick the higher step
+    of either run, and under SLURM Lightning resumes a preemption checkpoint by itself whatever
+    ``--resume`` says.
+    """
+    from toolkit.checkpoints import list_checkpoints, run_folders
+
+    found = list_checkpoints(*run_folders(root_dir, checkpoint_dir))
+    if found:
+        raise ToolkitError(root_dir, f"already holds {len(found)} checkpoint(s) of an earlier run (newest "
+                           f"{found[-1].name}): resume it (--resume auto) or start in a new "
+                           "trainer.default_root_dir")
+
+
 def _one_line(err: BaseException) -> str:
     text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
     return text[:400]
@@ -215,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         (cb.dirpath for cb in trainer.callbacks if isinstance(cb, StepCheckpoint) and cb.dirpath), None
     ) or os.path.join(trainer.default_root_dir, "checkpoints")
     ckpt_path = resolve_resume(cli.config.get("resume"), ckpt_dir, trainer.default_root_dir)
+    if ckpt_path is None:
+        refuse_fresh_start_over_checkpoints(trainer.default_root_dir, ckpt_dir)
     if ckpt_path and trainer.is_global_zero:
         print(f"resuming from {ckpt_path}", file=sys.stderr)
     from pytorch_lightning.utilities.exceptions import SIGTERMException
