@@ -91,6 +91,10 @@ class Wav2VecScorer:
     per-utterance generators seeded by ``(seed, key)``, and each measure is averaged over the draws.
     Scores therefore do not depend on how utterances are batched; on CPU each clip is run alone, so
     they are bit-identical whatever the batching (on GPU they agree to float rounding).
+
+    ``padded``: ``None`` (default) runs whole padded batches on GPU and one clip at a time on CPU;
+    ``True`` forces the padded :meth:`score_batch` path on any device (what a GPU runs), ``False``
+    forces one clip at a time.
     """
 
     sample_rate = SAMPLE_RATE
@@ -104,6 +108,7 @@ class Wav2VecScorer:
         device: str | torch.device | None = "cpu",
         dtype: str | None = None,
         name: str = "wav2vec",
+        padded: bool | None = None,
     ) -> None:
         if draws < 1:
             raise ValueError(f"draws must be >= 1, got {draws}")
@@ -114,6 +119,7 @@ class Wav2VecScorer:
         self.draws = draws
         self.seed = seed
         self.dtype = dtype
+        self.padded = self.device.type != "cpu" if padded is None else bool(padded)
         autocast_context(self.device, dtype)  # validate early
         self.min_samples = int(model.min_samples)
         self._weights_hash: str | None = None
@@ -152,7 +158,7 @@ class Wav2VecScorer:
                 f"inputs shorter than the model's minimum of {self.min_samples} samples: "
                 + ", ".join(f"{k} ({n})" for k, n in short)
             )
-        if self.device.type == "cpu" and batch > 1:
+        if not self.padded and batch > 1:
             # CPU conv/matmul kernels sum in an order that depends on the tensor sizes, so a clip's
             # scores would change in the last bits with the batch it lands in. Scoring each clip
             # alone makes them bit-identical whatever the batching, and on CPU it costs nothing
