@@ -50,7 +50,7 @@ PADDED_ATOL = 1e-5
 def _padded_vs_per_clip(model, device):
     waves = _waves([3000, 12000, 7001, 20000])  # 3000 samples padded to 20000: mostly padding
     keys = ["a", "b", "c", "d"]
-    wavs, lengths = pad(waves)
+    wavs, lengths = pad_right(waves)
     padded = Wav2VecScorer(model, draws=3, seed=7, device=device, padded=True)
     per_clip = Wav2VecScorer(model, draws=3, seed=7, device=device, padded=False)
     assert padded.padded and not per_clip.padded
@@ -73,7 +73,7 @@ def test_padded_batch_equals_per_clip_on_cuda(model):
     try:
         _padded_vs_per_clip(model, "cuda")
         # and CUDA agrees with the CPU to float rounding (looser: different kernels)
-        wavs, lengths = pad(_waves([12000, 7001]))
+        wavs, lengths = pad_right(_waves([12000, 7001]))
         cpu = Wav2VecScorer(model, draws=2, seed=7, device="cpu").score(wavs, lengths, ["b", "c"])
         gpu = Wav2VecScorer(model, draws=2, seed=7, device="cuda").score(wavs, lengths, ["b", "c"])
         for name in cpu:

@@ -26,8 +26,10 @@ recipes, and are assumptions where stated):
     (the name without its last three ``_`` fields).
 ``answers`` — a VoiceMOS answer-format file ``sysID-uttID,score`` with the audio beside it (or in
     a folder given as the second argument), e.g. ``../shared/data/mos/bvcc-samples/label.txt``.
-``csv`` — a header row with ``path`` and ``mos`` columns, optional ``system`` and ``utt_id``.
-    Relative paths are relative to the CSV file.
+``csv`` — a header row with ``path`` and ``mos`` columns, optional ``system``, ``utt_id`` and
+    ``reference`` (the clean recording, for PESQ and STOI). Relative paths are relative to the CSV
+    file. The degradation suite's ``manifest.csv`` (``toolkit degrade``) reads as a csv dataset; its
+    ``clean`` row of each ``clean_id`` is the reference of that clip's degraded versions.
 ``yourtts`` — ``mos.csv`` (``language,audio_path,system,speaker_or_condition,mos,n_ratings``) and
     ``audio/``; the argument picks the language (``PT`` or ``EN``).
 """
@@ -52,12 +54,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MosItem:
-    """One rated clip. ``system`` is ``None`` when the dataset has no system labels."""
+    """One rated clip. ``system`` is ``None`` when the dataset has no system labels; ``reference`` is
+    the clean recording the clip was made from, where the dataset gives one (intrusive references
+    such as PESQ and STOI need it)."""
 
     utt_id: str
     path: Path
     mos: float
     system: str | None
+    reference: Path | None = None
 
 
 @dataclass
@@ -90,6 +95,9 @@ class MosDataset:
     def describe(self) -> str:
         systems = len(self.system_counts()) if self.has_systems else 0
         text = f"{self.name}: {len(self.items)} clips, {systems} systems ({self.kind}, {self.source})"
+        with_reference = sum(i.reference is not None for i in self.items)
+        if with_reference:
+            text += f"; {with_reference} with a clean reference"
         if self.skipped:
             text += f"; {len(self.skipped)} skipped"
         return text
@@ -106,6 +114,7 @@ class _Row:
     path: Path
     mos: str
     system: str | None
+    reference: Path | None = None
 
 
 def _finish(name: str, kind: str, source: Path, rows: list[_Row], skip_bad: bool) -> MosDataset:
@@ -137,8 +146,11 @@ def _finish(name: str, kind: str, source: Path, rows: list[_Row], skip_bad: bool
         if row.path.stat().st_size == 0:
             bad(row.where, f"zero-length audio file: {row.path}")
             continue
+        if row.reference is not None and not row.reference.is_file():
+            bad(row.where, f"clean reference file not found: {row.reference}")
+            continue
         seen[row.utt_id] = row.where
-        items.append(MosItem(row.utt_id, row.path, mos, row.system))
+        items.append(MosItem(row.utt_id, row.path, mos, row.system, row.reference))
     if not items:
         raise DataError(source, f"no usable rated clips ({len(rows)} rows, {len(skipped)} skipped)")
     notes: list[str] = []
@@ -299,7 +311,9 @@ def read_vmc2023(
 
 
 def read_csv_dataset(path: str | os.PathLike, *, name: str | None = None, skip_bad: bool = False) -> MosDataset:
-    """Generic CSV with a header: ``path,mos`` required, ``system`` and ``utt_id`` optional."""
+    """Generic CSV with a header: ``path,mos`` required; ``system``, ``utt_id`` and ``reference``
+    optional. A degradation-suite manifest (``clean_id`` and ``type`` columns) gets each clip's
+    clean version as its reference."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
@@ -310,15 +324,26 @@ def read_csv_dataset(path: str | os.PathLike, *, name: str | None = None, skip_b
         if missing:
             raise DataError(path, f"missing column(s) {', '.join(missing)}; header is {','.join(fields) or '(empty)'}")
         reader.fieldnames = fields
-        rows = []
-        for n, rec in enumerate(reader, 2):
-            rel = (rec.get("path") or "").strip()
-            if not rel:
-                raise DataError(f"{path}:{n}", "empty path")
-            audio = Path(rel) if os.path.isabs(rel) else path.parent / rel
-            utt = (rec.get("utt_id") or "").strip() or _strip_audio_ext(rel)
-            system = (rec.get("system") or "").strip() or None
-            rows.append(_Row(f"{path}:{n}", utt, audio, (rec.get("mos") or "").strip(), system))
+        records = list(enumerate(reader, 2))
+
+    def resolve(rel: str) -> Path:
+        return Path(rel) if os.path.isabs(rel) else path.parent / rel
+
+    suite = "reference" not in fields and {"clean_id", "type"} <= set(fields)
+    clean_of = {
+        (rec.get("clean_id") or "").strip(): (rec.get("path") or "").strip()
+        for _, rec in records if suite and (rec.get("type") or "").strip() == "clean"
+    }
+    rows = []
+    for n, rec in records:
+        rel = (rec.get("path") or "").strip()
+        if not rel:
+            raise DataError(f"{path}:{n}", "empty path")
+        utt = (rec.get("utt_id") or "").strip() or _strip_audio_ext(rel)
+        system = (rec.get("system") or "").strip() or None
+        ref = clean_of.get((rec.get("clean_id") or "").strip(), "") if suite else (rec.get("reference") or "").strip()
+        rows.append(_Row(f"{path}:{n}", utt, resolve(rel), (rec.get("mos") or "").strip(), system,
+                         resolve(ref) if ref else None))
     return _finish(name or path.stem, "csv", path, rows, skip_bad)
 
 
@@ -367,7 +392,7 @@ class DatasetSpec:
 SPEC_HELP = (
     "[NAME=]KIND:PATH[:ARG...] with KIND one of: "
     "bvcc:DIR[:train|dev|test] (VoiceMOS 2022 main), vmc2022-ood:DIR[:split] (Blizzard 2019), "
-    "vmc2023:DIR:1|1a|1b|2|3[:ANSWERS] (VoiceMOS 2023), csv:FILE (path,mos[,system]), "
+    "vmc2023:DIR:1|1a|1b|2|3[:ANSWERS] (VoiceMOS 2023), csv:FILE (path,mos[,system,reference]), "
     "yourtts:DIR[:PT|EN], answers:FILE[:AUDIO_DIR] (sysID-uttID,score)"
 )
 

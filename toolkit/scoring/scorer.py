@@ -53,6 +53,11 @@ def utterance_key(path: str | os.PathLike) -> str:
     return Path(path).name
 
 
+# Optional scorer attributes that score_files honours:
+#   needs_reference = True   score(wavs, lengths, keys, references=[clean waveform per clip]) (PESQ, STOI)
+#   take_notes() -> Counter  notes counted while scoring ("pesq could not score the clip": 2)
+
+
 def key_seed(seed: int, key: str) -> int:
     """A 63-bit seed from ``(seed, key)``: each utterance draws its own negatives, whatever the batch."""
     digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
@@ -220,7 +225,7 @@ def plan_batches(lengths: Sequence[int], max_batch_samples: int) -> list[list[in
 
 def score_files(
     scorer: Scorer,
-    files: Sequence[tuple[str, str | os.PathLike]],
+    files: Sequence[tuple[str, str | os.PathLike] | tuple[str, str | os.PathLike, str | os.PathLike]],
     *,
     cache=None,
     max_batch_seconds: float = 120.0,
@@ -236,20 +241,26 @@ def score_files(
     empty, NaN, shorter than ``scorer.min_samples``) raises :class:`AudioError` naming the file, or,
     with ``skip_bad``, is counted in ``ScoreRun.skipped``. Resampling and downmixing are counted in
     ``ScoreRun.notes``. The key seeds the utterance's negatives: use a stable name (the file name).
+    A scorer with ``needs_reference`` takes ``(key, path, clean reference path)`` triples; the
+    reference is loaded beside the clip and is part of the cache key.
     """
     from tqdm.auto import tqdm
 
     run = ScoreRun()
-    todo: list[tuple[str, Path, str | None]] = []
-    for key, path in files:
-        path = Path(path)
-        file_key = cache.file_key(path) if cache is not None else None
+    intrusive = bool(getattr(scorer, "needs_reference", False))
+    todo: list[tuple[str, Path, Path | None, str | None]] = []
+    for entry in files:
+        key, path = entry[0], Path(entry[1])
+        reference = Path(entry[2]) if intrusive else None
+        if intrusive and len(entry) < 3:
+            raise ValueError(f"{scorer.name} needs (key, path, reference) triples, got {entry!r}")
+        file_key = cache.file_key(path, reference) if cache is not None else None
         hit = cache.get(file_key) if cache is not None and file_key is not None else None
         if hit is not None and all(m in hit for m in scorer.measures):
             run.scores[key] = {m: hit[m] for m in scorer.measures}
             run.cached += 1
         else:
-            todo.append((key, path, file_key))
+            todo.append((key, path, reference, file_key))
 
     def fail(key: str, path: Path, reason: str) -> None:
         if not skip_bad:
@@ -257,44 +268,56 @@ def score_files(
         log.warning("skipping %s: %s", path, reason)
         run.skipped.append(Skip(key, str(path), reason))
 
+    def load(key: str, path: Path) -> Tensor | None:
+        try:
+            wave = load_audio(path, scorer.sample_rate)
+        except AudioError as err:
+            fail(key, path, err.problem)
+            return None
+        for note in wave.notes:
+            run.notes[note] += 1
+        if wave.samples.numel() < scorer.min_samples:
+            fail(
+                key, path,
+                f"too short: {wave.samples.numel()} samples at {scorer.sample_rate} Hz, "
+                f"the model needs at least {scorer.min_samples}",
+            )
+            return None
+        return wave.samples
+
     # Plan batches from headers (no decoding); estimated lengths at the scorer's rate.
-    sized: list[tuple[str, Path, str | None, int]] = []
-    for key, path, file_key in todo:
+    sized: list[tuple[str, Path, Path | None, str | None, int]] = []
+    for key, path, reference, file_key in todo:
         try:
             info = audio_info(path)
         except AudioError as err:
             fail(key, path, err.problem)
             continue
-        sized.append((key, path, file_key, int(info.frames * scorer.sample_rate / max(info.sample_rate, 1))))
+        sized.append((key, path, reference, file_key, int(info.frames * scorer.sample_rate / max(info.sample_rate, 1))))
     budget = int(max_batch_seconds * scorer.sample_rate)
-    batches = plan_batches([s[3] for s in sized], budget)
+    batches = plan_batches([s[4] for s in sized], budget)
+    take_notes = getattr(scorer, "take_notes", None)
     bar = tqdm(total=len(sized), desc=desc or scorer.name, unit="clip", disable=not progress, leave=False)
     try:
         for batch in batches:
-            keys, waves, file_keys, names = [], [], [], []
+            keys, waves, refs, file_keys, names = [], [], [], [], []
             for i in batch:
-                key, path, file_key, _ = sized[i]
-                try:
-                    wave = load_audio(path, scorer.sample_rate)
-                except AudioError as err:
-                    fail(key, path, err.problem)
+                key, path, reference, file_key, _ = sized[i]
+                wave = load(key, path)
+                if wave is None:
                     continue
-                for note in wave.notes:
-                    run.notes[note] += 1
-                if wave.samples.numel() < scorer.min_samples:
-                    fail(
-                        key, path,
-                        f"too short: {wave.samples.numel()} samples at {scorer.sample_rate} Hz, "
-                        f"the model needs at least {scorer.min_samples}",
-                    )
-                    continue
+                if reference is not None:
+                    clean = load(key, reference)
+                    if clean is None:
+                        continue
+                    refs.append(clean)
                 keys.append(key)
-                waves.append(wave.samples)
+                waves.append(wave)
                 file_keys.append(file_key)
                 names.append(utterance_key(path))
             if keys:
                 wavs, lengths = pad_right(waves)
-                values = scorer.score(wavs, lengths, names)
+                values = scorer.score(wavs, lengths, names, references=refs) if intrusive else scorer.score(wavs, lengths, names)
                 entries = {}
                 for j, key in enumerate(keys):
                     row = {m: float(values[m][j]) for m in scorer.measures}
@@ -304,6 +327,8 @@ def score_files(
                 if cache is not None and entries:
                     cache.put_many(entries)
                 run.computed += len(keys)
+                if take_notes is not None:
+                    run.notes.update(take_notes())
             bar.update(len(batch))
             if on_batch is not None:
                 on_batch(len(batch))
