@@ -125,3 +125,30 @@ def test_dataset_specs():
     for text in ("nonsense:/x", "yourtts", "bvcc:"):
         with pytest.raises(DataError, match="bad dataset spec"):
             parse_dataset_spec(text)
+
+
+def test_csv_reference_column_and_degradation_manifest(tmp_path):
+    for name in ("clean/a.wav", "deg/a-noise-1.wav", "clean/b.wav", "deg/b-noise-1.wav"):
+        _wav(tmp_path / name)
+    table = tmp_path / "refs.csv"
+    table.write_text("path,mos,reference\nclean/a.wav,5,clean/a.wav\ndeg/a-noise-1.wav,3,clean/a.wav\n"
+                     "deg/b-noise-1.wav,3,\n")
+    ds = read_csv_dataset(table)
+    assert [i.reference for i in ds.items] == [tmp_path / "clean/a.wav", tmp_path / "clean/a.wav", None]
+    assert "2 with a clean reference" in ds.describe()
+    table.write_text("path,mos,reference\ndeg/a-noise-1.wav,3,clean/missing.wav\n")
+    with pytest.raises(DataError, match=r"refs.csv:2: clean reference file not found: .*missing.wav"):
+        read_csv_dataset(table)
+    # toolkit degrade's manifest: the clean row of each clean_id is the reference of its versions
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "path,clean_id,type,param,level,severity,mos,system,source\n"
+        "clean/a.wav,a,clean,,,0,5,clean,/src/a.wav\n"
+        "deg/a-noise-1.wav,a,noise,snr_db,30,1,3,noise-1,/src/a.wav\n"
+        "clean/b.wav,b,clean,,,0,5,clean,/src/b.wav\n"
+        "deg/b-noise-1.wav,b,noise,snr_db,30,1,3,noise-1,/src/b.wav\n"
+    )
+    suite = read_csv_dataset(manifest)
+    assert {i.utt_id: i.reference.name for i in suite.items} == {
+        "clean/a": "a.wav", "deg/a-noise-1": "a.wav", "clean/b": "b.wav", "deg/b-noise-1": "b.wav"}
+    assert all(i.reference.parent == tmp_path / "clean" for i in suite.items)

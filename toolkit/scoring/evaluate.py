@@ -40,7 +40,7 @@ from toolkit.scoring.cache import ScoreCache
 from toolkit.scoring.candidates import CONTROLS, Candidate, make_candidates
 from toolkit.scoring.datasets import SPEC_HELP, DatasetSpec, MosDataset, load_dataset
 from toolkit.scoring.metrics import correlate
-from toolkit.scoring.references import REFERENCES
+from toolkit.scoring.references import REFERENCES, check_references
 from toolkit.scoring.report import (
     COLUMNS,
     EvaluationResult,
@@ -91,6 +91,7 @@ def evaluate(
     Writes everything to ``output_dir`` (nothing when ``None``) and returns the tidy rows.
     """
     start = time.perf_counter()
+    check_references(references)  # a missing extra fails before any reading or scoring
     measures = M.select_measures(measures)
     out = Path(output_dir) if output_dir is not None else None
     if use_cache and cache_dir is None and out is not None:
