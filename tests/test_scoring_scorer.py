@@ -82,6 +82,30 @@ def test_padded_batch_equals_per_clip_on_cuda(model):
         model.cpu()  # the fixture is shared with the CPU tests
 
 
+def test_all_draws_in_one_pass_give_the_per_draw_scores_bit_for_bit(model):
+    """The scorer computes every draw's logits in one pass; the reference here is one contrastive pass
+    per draw with the same per-key generators (how scores were computed before)."""
+    from toolkit.scoring.measures import compute_measures, oriented
+
+    waves = _waves([12000, 7001])
+    keys = ["b", "c"]
+    scorer = Wav2VecScorer(model, draws=3, seed=7)
+    for wave, key in zip(waves, keys):
+        got = scorer.score(wave[None], None, [key])
+        with torch.inference_mode():
+            z, _, predictions, frame_lengths = model.encode(wave[None], torch.tensor([wave.numel()]))
+            generators = [torch.Generator().manual_seed(key_seed(7, key))]
+            total = {}
+            for _ in range(3):
+                negatives = model.sample_negatives(frame_lengths, z.shape[-1], generators, "uniform")
+                logits, mask = model.contrastive_logits(z, predictions, frame_lengths, negatives)
+                for name, value in compute_measures(logits, mask, scorer.measures).items():
+                    total[name] = total[name] + value if name in total else value
+            expected = {n: v / 3 for n, v in oriented(total).items()}
+        for name in scorer.measures:
+            assert torch.equal(got[name], expected[name]), (name, key)
+
+
 def test_draws_and_seed_change_scores_deterministically(model):
     w = _waves([16000])[0][None]
     a = Wav2VecScorer(model, draws=2, seed=0).score(w, None, ["x"])["p_pos.mean"]

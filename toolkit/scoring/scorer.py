@@ -94,6 +94,8 @@ class Wav2VecScorer:
 
     The network runs once per batch (``model.encode``); negatives are then drawn ``draws`` times from
     per-utterance generators seeded by ``(seed, key)``, and each measure is averaged over the draws.
+    The contrastive logits of all draws come from one pass (the positive and the frame-pair scores
+    are shared between draws).
     Scores therefore do not depend on how utterances are batched; on CPU each clip is run alone, so
     they are bit-identical whatever the batching (on GPU they agree to float rounding).
 
@@ -182,11 +184,16 @@ class Wav2VecScorer:
             z, _, predictions, frame_lengths = self.model.encode(wavs, lengths)
         z, predictions = z.float(), predictions.float()
         generators = [torch.Generator().manual_seed(key_seed(self.seed, k)) for k in keys]
+        # All draws in one contrastive pass: the frame-pair scores (O(frames^2) per step) are computed
+        # once and each draw picks its own distractors from them. The negatives are drawn draw by draw
+        # from the same generators as one pass per draw would, so the scores are the same bit for bit.
+        n = self.model.num_negatives
+        negatives = [self.model.sample_negatives(frame_lengths, z.shape[-1], generators, "uniform") for _ in range(self.draws)]
+        logits, mask = self.model.contrastive_logits(z, predictions, frame_lengths, torch.cat(negatives, dim=-1))
         total: dict[str, Tensor] = {}
-        for _ in range(self.draws):
-            negatives = self.model.sample_negatives(frame_lengths, z.shape[-1], generators, "uniform")
-            logits, mask = self.model.contrastive_logits(z, predictions, frame_lengths, negatives)
-            for name, value in compute_measures(logits, mask, self.measures).items():
+        for d in range(self.draws):
+            draw = torch.cat([logits[..., :1], logits[..., 1 + d * n : 1 + (d + 1) * n]], dim=-1)  # [B, K, T, 1+N]
+            for name, value in compute_measures(draw, mask, self.measures).items():
                 total[name] = total[name] + value if name in total else value
         return {n: v.cpu() / self.draws for n, v in oriented(total).items()}
 
