@@ -190,11 +190,16 @@ class Wav2VecScorer:
         n = self.model.num_negatives
         negatives = [self.model.sample_negatives(frame_lengths, z.shape[-1], generators, "uniform") for _ in range(self.draws)]
         logits, mask = self.model.contrastive_logits(z, predictions, frame_lengths, torch.cat(negatives, dim=-1))
+        # Measures of every draw in one call: the draws stacked along the batch axis ([D*B, K, T, 1+N]).
+        draws = torch.cat([torch.cat([logits[..., :1], logits[..., 1 + d * n : 1 + (d + 1) * n]], dim=-1)
+                           for d in range(self.draws)])
+        per_draw = compute_measures(draws, mask.repeat(self.draws, 1, 1), self.measures)
         total: dict[str, Tensor] = {}
-        for d in range(self.draws):
-            draw = torch.cat([logits[..., :1], logits[..., 1 + d * n : 1 + (d + 1) * n]], dim=-1)  # [B, K, T, 1+N]
-            for name, value in compute_measures(draw, mask, self.measures).items():
-                total[name] = total[name] + value if name in total else value
+        for name, value in per_draw.items():
+            parts = value.view(self.draws, -1)  # [D, B]
+            total[name] = parts[0]
+            for d in range(1, self.draws):
+                total[name] = total[name] + parts[d]
         return {n: v.cpu() / self.draws for n, v in oriented(total).items()}
 
 
