@@ -99,7 +99,6 @@ def main() -> int:
         _, wall, cpu = timed(lambda: [scorer.score(w[None], None, [str(i)]) for i, w in enumerate(waves)])
         rows.append([f"scorer.score, {args.draws} draws (forward + logits + measures)", f"{wall:.1f}", f"{cpu:.1f}",
                      f"{seconds / wall:.0f}"])
-        del waves
         for dtype in (None, "bf16"):
             out = tmp / f"eval-{dtype or 'fp32'}"
             result, wall, cpu = timed(lambda o=out, d=dtype: evaluate(

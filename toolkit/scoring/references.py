@@ -34,6 +34,7 @@ from torch import Tensor
 
 from toolkit.audio import SAMPLE_RATE
 from toolkit.errors import ToolkitError
+from toolkit.scoring.scorer import check_batch, key_seed
 
 INSTALL = "scripts/setup.sh --references (or: pip install '.[references]' && pip install --no-deps distillmos==0.9.1 xls-r-sqa==0.1.0)"
 ADAPTER_VERSION = 1  # bump when the way a reference is called changes: invalidates its cache entries
@@ -162,12 +163,8 @@ class ReferenceScorer:
     ) -> dict[str, Tensor]:
         """``{measure: [B]}`` (float32) for ``wavs [B, time]`` at 16 kHz; ``references``: one clean
         waveform per clip (intrusive references only)."""
-        if wavs.ndim != 2:
-            raise ValueError(f"wavs must be [batch, time], got {tuple(wavs.shape)}")
+        lengths, keys = check_batch(wavs, lengths, keys)
         batch = wavs.shape[0]
-        if lengths is None:
-            lengths = torch.full((batch,), wavs.shape[1], dtype=torch.long)
-        keys = list(keys) if keys is not None else [str(i) for i in range(batch)]
         if self.needs_reference and (references is None or len(references) != batch):
             raise ValueError(f"{self.name} needs one clean reference per clip")
         rows = []
@@ -226,7 +223,6 @@ class PlcmosScorer(ReferenceScorer):
         return {"embed_rounds": self.embed_rounds, "seed": self.seed, "rater_embeddings": "seeded per clip"}
 
     def score_clip(self, wave, reference, key):
-        from toolkit.scoring.scorer import key_seed
 
         # speechmos draws the embeddings from numpy's global generator: seed it per clip, then restore it.
         state = np.random.get_state()

@@ -74,6 +74,20 @@ def state_dict_hash(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def check_batch(wavs: Tensor, lengths: Tensor | None, keys: Sequence[str] | None) -> tuple[Tensor, list[str]]:
+    """Validate a scorer's inputs ``wavs [B, time]``; returns ``(lengths [B], keys)`` with defaults
+    (full length; ``"0"``, ``"1"``...) filled in."""
+    if wavs.ndim != 2:
+        raise ValueError(f"wavs must be [batch, time], got {tuple(wavs.shape)}")
+    batch = wavs.shape[0]
+    if lengths is None:
+        lengths = torch.full((batch,), wavs.shape[1], dtype=torch.long)
+    keys = list(keys) if keys is not None else [str(i) for i in range(batch)]
+    if len(keys) != batch:
+        raise ValueError(f"got {len(keys)} keys for a batch of {batch}")
+    return lengths, keys
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -151,14 +165,8 @@ class Wav2VecScorer:
     @torch.inference_mode()
     def score(self, wavs: Tensor, lengths: Tensor | None = None, keys: Sequence[str] | None = None) -> dict[str, Tensor]:
         """Quality-oriented scores ``{measure: [B]}`` (float32, CPU) for ``wavs [B, time]`` at 16 kHz."""
-        if wavs.ndim != 2:
-            raise ValueError(f"wavs must be [batch, time], got {tuple(wavs.shape)}")
+        lengths, keys = check_batch(wavs, lengths, keys)
         batch = wavs.shape[0]
-        if lengths is None:
-            lengths = torch.full((batch,), wavs.shape[1], dtype=torch.long)
-        keys = list(keys) if keys is not None else [str(i) for i in range(batch)]
-        if len(keys) != batch:
-            raise ValueError(f"got {len(keys)} keys for a batch of {batch}")
         short = [(k, int(n)) for k, n in zip(keys, lengths.tolist()) if n < self.min_samples]
         if short:
             raise ValueError(
