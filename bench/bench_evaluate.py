@@ -51,6 +51,13 @@ def make_wavs(source: Path, out: Path, clips: int, seed: int = 0) -> tuple[Path,
     return out / "set.csv", total
 
 
+def commit_of(repo: Path) -> str:
+    import subprocess
+
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=repo)
+    return out.stdout.strip() or "unknown"
+
+
 def timed(fn):
     wall, cpu = time.perf_counter(), time.process_time()
     value = fn()
@@ -70,7 +77,7 @@ def main() -> int:
     sys.path.insert(0, str(Path(args.repo).resolve()))
     import torch
 
-    from bench.common import append_results, commit, table
+    from bench.common import append_results, table
     from toolkit.audio import load_audio
     from toolkit.models.checkpoint import load_checkpoint
     from toolkit.scoring.evaluate import evaluate
@@ -109,14 +116,16 @@ def main() -> int:
                          f"{seconds / wall:.0f}"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    import toolkit
+
     fp32, bf16 = (next(iter(scores[k].values())) for k in ("fp32", "bf16"))
     diff = max(abs(fp32[u][m] - bf16[u][m]) for u in fp32 for m in fp32[u])
     load = os.getloadavg()[0]
     text = table(["what", "wall (s)", "CPU (s)", "audio-s per wall-s"], rows)
     notes = (
         f"{args.clips} YourTTS clips resampled to 48 kHz mono WAV ({seconds:.0f} s of audio), embedded default "
-        f"model, {args.draws} negative draws, all measures, no cache; toolkit from {args.repo} at commit "
-        f"{commit() if Path(args.repo).resolve() == REPO else 'see --repo'}. Largest |fp32 - bf16| score "
+        f"model, {args.draws} negative draws, all measures, no cache, {args.threads} intra-op thread(s); toolkit "
+        f"imported from {Path(toolkit.__file__).parent.parent} (commit {commit_of(Path(args.repo))}). Largest |fp32 - bf16| score "
         f"difference: {diff:.3g}. 1-minute load average at the end: {load:.1f} (shared machine: compare CPU time)."
     )
     print(text + "\n\n" + notes)

@@ -15,7 +15,13 @@ import torch
 from toolkit.audio import load_audio
 from toolkit.cli import main
 from toolkit.scoring.evaluate import evaluate
-from toolkit.scoring.references import INSTALL, REFERENCES, build_reference, missing_modules
+from toolkit.scoring.references import (
+    INSTALL,
+    REFERENCES,
+    available_references,
+    build_reference,
+    missing_modules,
+)
 from toolkit.scoring.scorer import pad
 
 MISSING = {name: missing_modules(name) for name in REFERENCES}
@@ -164,6 +170,7 @@ def test_intrusive_reference_without_clean_references_is_a_note_not_rows(tmp_pat
 
 def test_missing_extra_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "pystoi", None)  # as if the extra were not installed
+    assert "stoi" not in available_references() and available_references(["stoi", "nisqa"]) == []
     code = main(["evaluate", "--reference", "stoi", "--dataset", f"csv:{tmp_path}/x.csv", "--output", str(tmp_path / "o")])
     assert code == 2
     err = capsys.readouterr().err.strip()

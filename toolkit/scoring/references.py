@@ -83,6 +83,14 @@ def missing_modules(name: str) -> list[str]:
     return missing
 
 
+def available_references(names: Sequence[str] | None = None) -> list[str]:
+    """The references (of ``names``, default all) whose packages are installed here, in table order.
+
+    For callers that show the references when the extra is there and stay quiet when it is not
+    (the demo): ``evaluate(..., references=available_references())``."""
+    return [n for n in (names if names is not None else REFERENCES) if n in REFERENCES and not missing_modules(n)]
+
+
 def check_references(names: Sequence[str]) -> None:
     """Raise :class:`ToolkitError` (one line: the extra and how to install it) unless all are usable."""
     unknown = [n for n in names if n not in REFERENCES]
