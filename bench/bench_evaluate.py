@@ -74,10 +74,11 @@ def main() -> int:
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
+    from bench.common import append_results, table  # always this checkout's RESULTS.md
+
     sys.path.insert(0, str(Path(args.repo).resolve()))
     import torch
 
-    from bench.common import append_results, table
     from toolkit.audio import load_audio
     from toolkit.models.checkpoint import load_checkpoint
     from toolkit.scoring.evaluate import evaluate
