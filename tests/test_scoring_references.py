@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from toolkit.audio import load_audio
+from toolkit.batching import pad_right as pad
 from toolkit.cli import main
 from toolkit.scoring.evaluate import evaluate
 from toolkit.scoring.references import (
@@ -22,7 +23,6 @@ from toolkit.scoring.references import (
     build_reference,
     missing_modules,
 )
-from toolkit.scoring.scorer import pad
 
 MISSING = {name: missing_modules(name) for name in REFERENCES}
 needs_extra = pytest.mark.skipif(
