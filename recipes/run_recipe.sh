@@ -49,7 +49,7 @@ if ((SMOKE)); then
     AUDIO=("$SMOKE_AUDIO")
     EVAL=("$SMOKE_EVAL")
     CONFIGS=(--config "$REPO/toolkit/configs/pretrain/small.yaml" --config "$HERE/$DOMAIN/pretrain.yaml")
-    OVERRIDES=(--trainer.max_steps=20 --checkpoint.every_n_steps=10 --checkpoint.keep_last=5
+    OVERRIDES=(--trainer.max_steps=20 --model.warmup_updates=5 --checkpoint.every_n_steps=10 --checkpoint.keep_last=5
         --trainer.accelerator=cpu --trainer.precision=32-true --trainer.log_every_n_steps=5
         --trainer.enable_progress_bar=false
         --data.num_workers=0 --data.max_sample_size=32000 --data.max_tokens=128000
@@ -91,7 +91,7 @@ from toolkit.models.checkpoint import save_model
 from toolkit.models.wav2vec import build_preset
 torch.manual_seed(0)
 save_model(sys.argv[1], build_preset("small"), step=0)' "$INIT_TOOLKIT"
-elif [[ $("$PYTHON" -c 'import sys; from toolkit.submit import checkpoint_info; print(checkpoint_info(sys.argv[1])["kind"])' "$INIT") == fairseq ]]; then
+elif [[ $("$PYTHON" -c 'import sys; from toolkit.checkpoints import checkpoint_info; print(checkpoint_info(sys.argv[1]).kind)' "$INIT") == fairseq ]]; then
     INIT_TOOLKIT="$WORK/$(basename "${INIT%.*}").toolkit.pt"
     [[ -s $INIT_TOOLKIT ]] || "${TOOLKIT[@]}" import-fairseq "$INIT" --output "$INIT_TOOLKIT"
 else
@@ -108,7 +108,8 @@ for spec in "${EVAL[@]}"; do DATASETS+=(--dataset "$spec"); done
 
 if ((LOCAL)); then
     "${TOOLKIT[@]}" pretrain "${CONFIGS[@]}" "${OVERRIDES[@]}" --trainer.default_root_dir "$RUN"
-    mapfile -t CKPTS < <(ls "$RUN"/checkpoints/step-*.ckpt)
+    # The run's checkpoints, oldest first: the same list `toolkit submit evaluate --checkpoints "$RUN"` takes.
+    mapfile -t CKPTS < <("${TOOLKIT[@]}" submit checkpoints "$RUN")
     "${TOOLKIT[@]}" evaluate "${CKPTS[@]}" "${DATASETS[@]}" "${EVAL_OPTIONS[@]}" --output "$RESULTS"
 else
     # Everything is checked before anything is queued (configs, paths, checkpoints, resources).

@@ -3,6 +3,8 @@
 #
 #   scripts/setup.sh           # the toolkit + the demo extra (Piper voice for synthetic demo speech)
 #   scripts/setup.sh --test    # + test tools and fairseq (the parity reference, built from source)
+#   scripts/setup.sh --references   # + the reference predictors of `toolkit evaluate --reference`
+#                                   #   (DNSMOS, PLCMOS, DistillMOS, PESQ, STOI; models ship in the packages)
 #
 # Needs Python >= 3.10 as $PYTHON (default python3) and access to PyPI. About 2.5 GB of wheels (torch).
 set -euo pipefail
@@ -10,9 +12,11 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 WITH_TEST=0
+WITH_REFERENCES=0
 for arg in "$@"; do
   case $arg in
     --test) WITH_TEST=1 ;;
+    --references) WITH_REFERENCES=1 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -28,8 +32,17 @@ quiet_pip() {  # pip, without the noise of unused local index locations on some 
 
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 extras="demo"
-[ "$WITH_TEST" = 1 ] && extras="demo,test"
+[ "$WITH_TEST" = 1 ] && extras="$extras,test"
+[ "$WITH_REFERENCES" = 1 ] && extras="$extras,references"
 quiet_pip install -q -e ".[${extras}]"
+
+if [ "$WITH_REFERENCES" = 1 ]; then
+  # DistillMOS without its declared dependencies: xls-r-sqa asks for transformers, but the DistillMOS
+  # model imports only xls_r_sqa.config and xls_r_sqa.sqa_model (torch). Checked below.
+  quiet_pip install -q --no-deps distillmos==0.9.1 xls-r-sqa==0.1.0
+  .venv/bin/python -c "import speechmos.dnsmos, speechmos.plcmos, distillmos, pesq, pystoi" \
+    || { echo "setup.sh: the reference predictors did not install" >&2; exit 1; }
+fi
 
 if [ "$WITH_TEST" = 1 ] && ! .venv/bin/python -c "import fairseq.models.wav2vec.wav2vec" >/dev/null 2>&1; then
   # fairseq-fixed is the only fairseq that imports on Python 3.11+. It must be built against the torch

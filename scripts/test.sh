@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Run the whole test suite on this machine, set-up included:
-#   1. .venv with the toolkit, test tools and fairseq (scripts/setup.sh --test)
+#   1. .venv with the toolkit, test tools, fairseq and the reference predictors
+#      (scripts/setup.sh --test --references)
 #   2. a real SLURM cluster on localhost (2 virtual nodes), stopped again on exit
 #   3. ruff, then pytest
 # Extra arguments go to pytest, e.g. `scripts/test.sh -k parity`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/setup.sh --test
+scripts/setup.sh --test --references
 
 # espeak-ng: the synthetic-speech fallback that one test exercises (Piper is the default voice).
 if ! command -v espeak-ng >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

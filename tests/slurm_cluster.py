@@ -46,12 +46,47 @@ class SlurmCluster:
         done = self.run(["scontrol", "show", "job", "-o", job_id], check=False)
         if done.returncode != 0 or not done.stdout.strip():
             return {}
-        return dict(re.findall(r"(\w+)=(\S*)", done.stdout.splitlines()[0]))
+        return dict(re.findall(r"([\w/:]+)=(\S*)", done.stdout.splitlines()[0]))
 
     def tasks(self, job_id: str) -> list[dict[str, str]]:
         """Every record of a job (one per array task)."""
         done = self.run(["scontrol", "show", "job", "-o", job_id], check=False)
-        return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in done.stdout.splitlines() if line.strip()]
+        return [dict(re.findall(r"([\w/:]+)=(\S*)", line)) for line in done.stdout.splitlines() if line.strip()]
+
+    def command(self, job_id: str) -> str:
+        """The batch script and its arguments, as SLURM holds them (space-joined)."""
+        done = self.run(["scontrol", "show", "job", job_id], check=False)
+        found = re.search(r"^\s*Command=(.*)$", done.stdout, re.MULTILINE)
+        return found.group(1).strip() if found else ""
+
+    def jobs_under(self, folder: Path) -> dict[str, str]:
+        """``{job id: state}`` of the queued jobs whose output file is under ``folder``.
+
+        Tests share the cluster: each one looks only at its own jobs (toolkit submit writes every
+        job's output under the run or results folder it was given, inside the test's tmp_path),
+        never at the whole queue, where other tests' jobs come and go.
+        """
+        done = self.run(["squeue", "-h", "-O", "JobArrayID:40,State:20,StdOut:4000"])
+        root = str(Path(folder).resolve())
+        jobs = {}
+        for line in done.stdout.splitlines():
+            parts = line.split(None, 2)
+            if len(parts) == 3 and (parts[2] == root or parts[2].startswith(root + os.sep)):
+                jobs[parts[0]] = parts[1]
+        return jobs
+
+    def drain(self, folder: Path, timeout: float = 300, cancel: bool = False) -> None:
+        """Wait until no job with its output under ``folder`` is queued (cancel them after ``timeout``,
+        or at once with ``cancel``)."""
+        if cancel:
+            self.run(["scancel", *{j.split("_")[0] for j in self.jobs_under(folder)}], check=False)
+        deadline = time.monotonic() + timeout
+        while self.jobs_under(folder):
+            if time.monotonic() > deadline:
+                left = self.jobs_under(folder)
+                self.run(["scancel", *[j.split("_")[0] for j in left]], check=False)
+                raise AssertionError(f"jobs still queued after {timeout}s (cancelled): {left}")
+            time.sleep(0.5)
 
     def wait(self, job_id: str, timeout: float = 120, states: set[str] = FINAL_STATES) -> dict[str, str]:
         """Poll until every record of ``job_id`` is in one of ``states``; return the first record."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import struct
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import torch
@@ -217,3 +219,131 @@ def test_export_needs_the_loss_of_a_checkpoint_that_does_not_record_it(tmp_path)
         export_fairseq(old, tmp_path / "fs.pt")
     out = export_fairseq(old, tmp_path / "fs.pt", loss="infonce")
     assert torch.load(out, weights_only=True)["cfg"]["criterion"]["infonce"] is True
+
+
+# ---------------------------------------------------------------------------------------------- a run's checkpoints
+# toolkit.checkpoints: the one rule for which checkpoints a run has, which is newest, which are pruned.
+
+
+def lightning_checkpoint(path, step: int, *, mtime: float | None = None):
+    """A file with the layout Lightning writes (``state_dict``, ``global_step``, the toolkit header)."""
+    from toolkit.checkpoints import atomic_torch_save
+
+    atomic_torch_save({"state_dict": {"model.w": torch.zeros(2)}, "global_step": step,
+                       "toolkit": {"format": FORMAT, "step": step}}, path)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_newest_is_the_highest_step_read_from_the_file_preemption_checkpoints_included(tmp_path, caplog):
+    from toolkit.checkpoints import list_checkpoints, newest_checkpoint, newest_in_run, training_checkpoints
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    lightning_checkpoint(run / "checkpoints" / "step-000000004.ckpt", 4, mtime=3000)
+    hpc6 = lightning_checkpoint(run / "hpc_ckpt_6.ckpt", 6, mtime=1000)  # older file, higher step
+    # The step comes from the file, not its name: this one is step 2 whatever it is called.
+    lightning_checkpoint(run / "checkpoints" / "step-000000009.ckpt", 2, mtime=4000)
+    assert newest_in_run(run) == hpc6
+    assert [i.step for i in training_checkpoints([run / "checkpoints", run])] == [2, 4, 6]
+
+    # Equal steps: the file written later wins.
+    step6 = lightning_checkpoint(run / "checkpoints" / "step-000000006.ckpt", 6, mtime=2000)
+    assert newest_in_run(run) == step6
+    os.utime(hpc6, (2500, 2500))
+    assert newest_in_run(run) == hpc6
+
+    # Incomplete, corrupt, not a training checkpoint or not a checkpoint name: skipped, with a warning.
+    data = hpc6.read_bytes()
+    (run / "hpc_ckpt_8.ckpt").write_bytes(data[: len(data) // 2])
+    bad = bytearray(data)
+    with zipfile.ZipFile(hpc6) as archive:  # flip one byte of the pickle: a CRC error, the layout intact
+        entry = next(i for i in archive.infolist() if i.filename.endswith("data.pkl"))
+    name_len, extra_len = struct.unpack("<HH", data[entry.header_offset + 26 : entry.header_offset + 30])
+    bad[entry.header_offset + 30 + name_len + extra_len + 5] ^= 0xFF
+    (run / "checkpoints" / "step-000000010.ckpt").write_bytes(bytes(bad))
+    save_model(run / "checkpoints" / "step-000000011.ckpt", wav2vec_tiny(), step=11)  # a model, not a run state
+    lightning_checkpoint(run / "checkpoints" / "other-000000012.ckpt", 12)
+    (run / "checkpoints" / ".step-000000013.ckpt.123.tmp").write_bytes(data)
+    with caplog.at_level("WARNING", logger="toolkit.checkpoints"):
+        assert newest_in_run(run) == hpc6
+    assert "hpc_ckpt_8.ckpt: incomplete" in caplog.text and "step-000000010.ckpt: incomplete" in caplog.text
+    assert "step-000000011.ckpt: a toolkit checkpoint" in caplog.text
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == [
+        "step-000000009.ckpt", "step-000000004.ckpt", "step-000000006.ckpt"]
+    assert newest_checkpoint(tmp_path / "absent") is None
+
+
+def test_pruning_keeps_the_newest_k_of_both_kinds_and_only_dead_writers_temporaries(tmp_path):
+    from toolkit.checkpoints import prune_checkpoints, run_folders
+
+    run = tmp_path / "run"
+    folders = run_folders(run)
+    hpc3 = lightning_checkpoint(run / "hpc_ckpt_3.ckpt", 3)
+    for step in (2, 4, 6):
+        lightning_checkpoint(run / "checkpoints" / f"step-{step:09d}.ckpt", step)
+    hpc7 = lightning_checkpoint(run / "hpc_ckpt_7.ckpt", 7)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = run / f".hpc_ckpt_9.ckpt.{int(dead.stdout)}.tmp"
+    live = run / "checkpoints" / f".step-000000009.ckpt.{os.getpid()}.tmp"
+    unrelated = run / f".notes.txt.{int(dead.stdout)}.tmp"
+    for tmp in (stale, live, unrelated):
+        tmp.write_bytes(b"partial")
+    deleted = prune_checkpoints(folders, keep_last=2)
+    assert sorted(p.name for p in deleted) == ["hpc_ckpt_3.ckpt", "step-000000002.ckpt", "step-000000004.ckpt"]
+    assert not hpc3.exists() and hpc7.exists() and (run / "checkpoints" / "step-000000006.ckpt").exists()
+    assert not stale.exists() and live.exists() and unrelated.exists()
+
+
+def test_evaluation_counts_a_step_once_and_keeps_other_checkpoints(tmp_path):
+    from toolkit.checkpoints import evaluation_checkpoints
+
+    run = tmp_path / "run"
+    lightning_checkpoint(run / "checkpoints" / "step-000000004.ckpt", 4, mtime=1000)
+    later = lightning_checkpoint(run / "hpc_ckpt_4.ckpt", 4, mtime=2000)
+    lightning_checkpoint(run / "hpc_ckpt_5.ckpt", 5)
+    init = save_model(run / "init.pt", wav2vec_tiny(), step=0)
+    infos = evaluation_checkpoints([run])
+    assert [(i.path, i.step, i.kind) for i in infos] == [
+        (init, 0, "toolkit"), (later, 4, "lightning"), (run / "hpc_ckpt_5.ckpt", 5, "lightning")]
+    other = lightning_checkpoint(tmp_path / "other" / "hpc_ckpt_4.ckpt", 4)  # another run, same step: kept
+    assert [i.path for i in evaluation_checkpoints([run, other.parent])] == [
+        init, other, later, run / "hpc_ckpt_5.ckpt"]
+    (run / "checkpoints" / "step-000000008.ckpt").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(CheckpointError, match="step-000000008.ckpt"):
+        evaluation_checkpoints([run])
+
+
+def test_resume_auto_outside_slurm_takes_a_newer_preemption_checkpoint_and_prunes_old_ones(tmp_path):
+    """`toolkit pretrain --resume auto` resumes from hpc_ckpt_* when its step is the highest, and
+    `--checkpoint.keep_last` later removes it like any other checkpoint."""
+    import csv
+
+    from training_support import REPO, make_shards
+
+    from toolkit.checkpoints import list_checkpoints
+    from toolkit.training.cli import main
+
+    shards = make_shards(tmp_path / "data", clips=8, seconds=1.0)
+    root = tmp_path / "run"
+
+    def pretrain(max_steps: int, keep_last: int) -> list[int]:
+        """Train; return the steps this run logged."""
+        assert main(["--config", str(REPO / "toolkit/configs/pretrain/tiny.yaml"), "--data.train_shards", str(shards),
+                     "--trainer.default_root_dir", str(root), "--trainer.max_steps", str(max_steps),
+                     "--checkpoint.every_n_steps", "2", "--checkpoint.keep_last", str(keep_last)]) == 0
+        newest = max((root / "csv").glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+        return [int(row["step"]) for row in csv.DictReader((newest / "metrics.csv").open()) if row.get("train/loss")]
+
+    assert pretrain(6, keep_last=3) == list(range(6))
+    ckpts = root / "checkpoints"
+    assert [p.name for p in list_checkpoints(ckpts)] == [f"step-{s:09d}.ckpt" for s in (2, 4, 6)]
+    # What a preempted job leaves when it is killed before the final periodic checkpoint is written:
+    # its newest state only in <root>/hpc_ckpt_6.ckpt (both are files of trainer.save_checkpoint).
+    (ckpts / "step-000000006.ckpt").rename(root / "hpc_ckpt_6.ckpt")
+    assert pretrain(10, keep_last=2) == [6, 7, 8, 9]  # continued at step 6, not at step 4
+    assert torch.load(ckpts / "step-000000010.ckpt", weights_only=True)["global_step"] == 10
+    # keep_last=2 counts both kinds: the preemption checkpoint went when steps 8 and 10 were written.
+    assert not (root / "hpc_ckpt_6.ckpt").exists()
+    assert [p.name for p in list_checkpoints(ckpts, root)] == ["step-000000008.ckpt", "step-000000010.ckpt"]

@@ -100,3 +100,12 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "file not found" in capsys.readouterr().err
     assert main(["evaluate", "random:tiny", "--dataset", f"csv:{tmp_path}/x.csv", "--measures", "bogus", "--output", str(tmp_path)]) == 2
     assert "unknown measure 'bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags", [["--handicap", "0.2"], ["--passes", "3"], ["--handicap", "0", "--passes", "1"]])
+def test_handicap_and_passes_need_wav2vec2(tmp_path, dataset_csv, capsys, flags):
+    code = main(["evaluate", "random:tiny", "--dataset", f"csv:{dataset_csv}", "--output", str(tmp_path / "o"), *flags])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "only applies to --wav2vec2" in err and flags[0] in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o" / "results.csv").exists()

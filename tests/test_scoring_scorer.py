@@ -40,6 +40,72 @@ def test_batched_equals_unbatched(model):
     assert torch.allclose(again["entropy.mean"], torch.stack([batched["entropy.mean"][3], batched["entropy.mean"][1]]), atol=1e-4)
 
 
+# Padding tolerance: a padded batch sums in a different order than one clip alone (float32), so
+# scores agree to rounding, not bit for bit. Padding that leaked into the frames would move them by
+# orders of magnitude more.
+PADDED_RTOL = 1e-5
+PADDED_ATOL = 1e-5
+
+
+def _padded_vs_per_clip(model, device):
+    waves = _waves([3000, 12000, 7001, 20000])  # 3000 samples padded to 20000: mostly padding
+    keys = ["a", "b", "c", "d"]
+    wavs, lengths = pad_right(waves)
+    padded = Wav2VecScorer(model, draws=3, seed=7, device=device, padded=True)
+    per_clip = Wav2VecScorer(model, draws=3, seed=7, device=device, padded=False)
+    assert padded.padded and not per_clip.padded
+    batched = padded.score(wavs, lengths, keys)
+    alone = per_clip.score(wavs, lengths, keys)
+    assert set(batched) == set(padded.measures)
+    for name in padded.measures:
+        torch.testing.assert_close(batched[name], alone[name], rtol=PADDED_RTOL, atol=PADDED_ATOL, msg=name)
+
+
+def test_padded_batch_equals_per_clip_on_cpu(model):
+    _padded_vs_per_clip(model, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_padded_batch_equals_per_clip_on_cuda(model):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        _padded_vs_per_clip(model, "cuda")
+        # and CUDA agrees with the CPU to float rounding (looser: different kernels)
+        wavs, lengths = pad_right(_waves([12000, 7001]))
+        cpu = Wav2VecScorer(model, draws=2, seed=7, device="cpu").score(wavs, lengths, ["b", "c"])
+        gpu = Wav2VecScorer(model, draws=2, seed=7, device="cuda").score(wavs, lengths, ["b", "c"])
+        for name in cpu:
+            torch.testing.assert_close(gpu[name], cpu[name], rtol=1e-3, atol=1e-3, msg=name)
+    finally:
+        model.cpu()  # the fixture is shared with the CPU tests
+
+
+def test_all_draws_in_one_pass_give_the_per_draw_scores_bit_for_bit(model):
+    """The scorer computes every draw's logits in one pass; the reference here is one contrastive pass
+    per draw with the same per-key generators (how scores were computed before)."""
+    from toolkit.scoring.measures import compute_measures, oriented
+
+    waves = _waves([12000, 7001])
+    keys = ["b", "c"]
+    scorer = Wav2VecScorer(model, draws=3, seed=7)
+    for wave, key in zip(waves, keys):
+        got = scorer.score(wave[None], None, [key])
+        with torch.inference_mode():
+            z, _, predictions, frame_lengths = model.encode(wave[None], torch.tensor([wave.numel()]))
+            generators = [torch.Generator().manual_seed(key_seed(7, key))]
+            total = {}
+            for _ in range(3):
+                negatives = model.sample_negatives(frame_lengths, z.shape[-1], generators, "uniform")
+                logits, mask = model.contrastive_logits(z, predictions, frame_lengths, negatives)
+                for name, value in compute_measures(logits, mask, scorer.measures).items():
+                    total[name] = total[name] + value if name in total else value
+            expected = {n: v / 3 for n, v in oriented(total).items()}
+        for name in scorer.measures:
+            assert torch.equal(got[name], expected[name]), (name, key)
+
+
 def test_draws_and_seed_change_scores_deterministically(model):
     w = _waves([16000])[0][None]
     a = Wav2VecScorer(model, draws=2, seed=0).score(w, None, ["x"])["p_pos.mean"]

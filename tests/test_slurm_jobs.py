@@ -4,7 +4,8 @@ One pretraining run serves every test here: `toolkit submit pretrain` with the p
 2 nodes x 1 task, CPU DDP over gloo, on tiny shards built with `toolkit manifest` / `toolkit shard`.
 It is preempted with SIGUSR1 once its first checkpoint exists, requeues itself, resumes and
 finishes; then `toolkit submit evaluate` scores each of its checkpoints in an array job and merges
-the results table.
+the results table. Writing the step-4 checkpoint is slowed down (the toolkit's test-only fault
+injection), so the signal always lands before training could finish, however fast the machine.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
+
+from toolkit.checkpoints import SLEEP_ENV, checkpoint_info
 
 pytestmark = pytest.mark.slurm
 
@@ -28,8 +32,8 @@ TINY = REPO / "toolkit" / "configs" / "pretrain" / "tiny.yaml"
 MAX_STEPS = 6
 
 
-def toolkit(cluster: SlurmCluster, *args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "toolkit", *args], cwd=cwd, env=cluster.env(),
+def toolkit(cluster: SlurmCluster, *args: str, cwd: Path, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "toolkit", *args], cwd=cwd, env=cluster.env(**env),
                           capture_output=True, text=True, timeout=300)
     if check and done.returncode != 0:
         raise AssertionError(f"toolkit {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -55,7 +59,7 @@ def log_of(run_dir: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def preempted_run(slurm_cluster: SlurmCluster, tmp_path_factory) -> dict:  # noqa: F811
+def preempted_run(slurm_cluster: SlurmCluster, tmp_path_factory) -> Iterator[dict]:  # noqa: F811
     if slurm_cluster.nodes < 2:
         pytest.skip(f"needs 2 nodes, the cluster has {slurm_cluster.nodes}")
     if not TINY.is_file():
@@ -71,6 +75,7 @@ def preempted_run(slurm_cluster: SlurmCluster, tmp_path_factory) -> dict:  # noq
         "--nodes", "2", "--time", "00:10:00", "--job-name", "tiny-ddp",
         "--", "--data.train_shards", str(work / "shards"), f"--trainer.max_steps={MAX_STEPS}",
         "--checkpoint.every_n_steps=2", "--checkpoint.keep_last=10", cwd=work,
+        **{SLEEP_ENV: "8:step-000000004"},  # the jobs inherit it: 8 s inside the step-4 write
     )
     job = re.search(r"pretraining job (\d+)", done.stdout).group(1)
     # Preempt once the first periodic checkpoint exists (training is under way on both ranks).
@@ -87,7 +92,8 @@ def preempted_run(slurm_cluster: SlurmCluster, tmp_path_factory) -> dict:  # noq
     finished = time.monotonic()
     print(f"\npretraining job {job}: {finished - started:.0f} s in all, "
           f"{finished - signalled:.0f} s from SIGUSR1 to the end (requeue and resume included)")
-    return {"job": job, "record": record, "run_dir": run_dir, "work": work, "log": log_of(run_dir)}
+    yield {"job": job, "record": record, "run_dir": run_dir, "work": work, "log": log_of(run_dir)}
+    slurm_cluster.drain(work)  # leave no job of this module behind for the next one to see
 
 
 def test_two_node_ddp_pretraining_completes_on_both_ranks(preempted_run: dict) -> None:
@@ -100,9 +106,7 @@ def test_two_node_ddp_pretraining_completes_on_both_ranks(preempted_run: dict) -
     assert "distributed_backend=gloo" in log
     final = preempted_run["run_dir"] / "checkpoints" / f"step-{MAX_STEPS:09d}.ckpt"
     assert final.is_file(), sorted(p.name for p in final.parent.iterdir())
-    from toolkit.submit import checkpoint_info
-
-    assert checkpoint_info(final)["step"] == MAX_STEPS
+    assert checkpoint_info(final).step == MAX_STEPS
 
 
 def test_preemption_checkpoints_requeues_and_resumes(preempted_run: dict) -> None:
@@ -113,10 +117,14 @@ def test_preemption_checkpoints_requeues_and_resumes(preempted_run: dict) -> Non
     step = int(saved.group(3))
     assert 2 <= step < MAX_STEPS
     assert f"preemption: job {preempted_run['job']} requeued" in log
-    # The restart resumed from that checkpoint, or a newer complete one.
-    assert "job {} restart 1".format(preempted_run["job"]) in log
-    resumed = re.findall(r"resume from: (\S+)", log)
-    assert resumed[0] == "none" and resumed[1] != "none", resumed
+    # The restart resumed from the run's newest checkpoint (`--resume auto`): the preemption
+    # checkpoint's step, the highest there was (from hpc_ckpt_* itself, or from a periodic checkpoint
+    # of the same step written after it).
+    first, restarted = log.split("job {} restart 1".format(preempted_run["job"]))
+    assert "resuming from" not in first
+    resumed = re.findall(r"resuming from (\S+)", restarted)
+    assert len(resumed) == 1 and checkpoint_info(resumed[0]).step == step, (resumed, step)
+    assert resumed[0] == saved.group(1) or Path(resumed[0]).name == f"step-{step:09d}.ckpt", resumed
     # The global step continued: the resumed run logged only steps after the checkpoint.
     versions = sorted((run_dir / "csv").glob("version_*/metrics.csv"))
     assert len(versions) >= 2, versions

@@ -31,6 +31,9 @@ def test_french_recipe_smoke_through_slurm(slurm_cluster: SlurmCluster, shared_d
                           capture_output=True, text=True, timeout=1200, cwd=tmp_path)
     seconds = time.monotonic() - started
     logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in sorted(work.glob("*/slurm/*.out")))
+    # The recipe returns once results.csv exists; its jobs may still be finishing. Wait for them (cancel
+    # them if it failed), so that no later test sees them in the queue.
+    slurm_cluster.drain(work, cancel=done.returncode != 0)
     assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}\n{logs}"
     print(f"\nfrench smoke recipe through SLURM: {seconds:.0f} s")
     rows = list(csv.DictReader((work / "results" / "results.csv").open()))

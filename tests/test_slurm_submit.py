@@ -6,6 +6,7 @@ The checks that need SLURM run against the real local cluster (marked ``slurm``)
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,18 +14,12 @@ from types import SimpleNamespace
 import pytest
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401
 
-from toolkit.cli import main
-from toolkit.errors import CheckpointError, ToolkitError
+from toolkit.cli import build_parser, main
+from toolkit.errors import ToolkitError
 from toolkit.models.checkpoint import save_model
 from toolkit.models.wav2vec import build_preset
 from toolkit.preemption import slurm_job_id
-from toolkit.submit import (
-    Resources,
-    is_complete_checkpoint,
-    list_checkpoints,
-    newest_checkpoint,
-    result_name,
-)
+from toolkit.slurm.resources import FIELDS, Resources, resource_arguments, resources_from_arguments
 
 
 # ---------------------------------------------------------------------------------------------- pure parts
@@ -42,41 +37,31 @@ def test_resource_options_are_an_argument_list_without_defaults_invented() -> No
         Resources(extra=["exclusive"]).options()
 
 
-def _lightning_like(path: Path, step: int) -> Path:
-    """A small zip checkpoint with a toolkit header, as the trainer writes them."""
+def test_every_resource_option_round_trips_through_the_command_line() -> None:
+    """A job that submits further jobs (periodic evaluation) passes the request on with
+    resource_arguments: parsing them again gives back every field, none dropped."""
+    assert set(FIELDS) == {f.name for f in dataclasses.fields(Resources)}
+    full = Resources(nodes=3, gpus_per_node=2, tasks_per_node=2, cpus_per_task=5, mem="9G", time="1:00:00",
+                     partition="gpu p", account="a", qos="q", constraint="a100", job_name="name",
+                     extra=["--hold", "--comment=x y", "--exclusive"])
+    for resources in (full, Resources()):
+        for action in ("pretrain", "evaluate"):
+            required = ["--config", "c.yaml", "--run-dir", "r"] if action == "pretrain" else [
+                "--checkpoints", "r", "--output", "o"]
+            args = build_parser("submit").parse_args(["submit", action, *required, *resource_arguments(resources)])
+            assert resources_from_arguments(args) == resources
+    assert all(getattr(full, f.name) != getattr(Resources(), f.name) for f in dataclasses.fields(Resources))
+
+
+def lightning_like(path: Path, step: int) -> Path:
+    """A checkpoint with the layout Lightning writes during pretraining (weights, step, toolkit header)."""
+    from toolkit.checkpoints import atomic_torch_save
+    from toolkit.models.checkpoint import checkpoint_header
+
     model = build_preset("tiny")
-    save_model(path, model, step=step)
+    atomic_torch_save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "global_step": step,
+                       "toolkit": checkpoint_header(model.config, step)}, path)
     return path
-
-
-def test_newest_checkpoint_skips_incomplete_files(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    old = _lightning_like(run / "checkpoints" / "step-000000002.ckpt", 2)
-    hpc = _lightning_like(run / "hpc_ckpt_3.ckpt", 3)
-    newest = run / "checkpoints" / "step-000000004.ckpt"
-    newest.write_bytes(hpc.read_bytes()[: hpc.stat().st_size // 2])  # cut short, and written last
-    (run / "checkpoints" / ".step-000000006.ckpt.123.tmp").write_bytes(b"partial")
-    assert not is_complete_checkpoint(newest) and is_complete_checkpoint(hpc)
-    assert newest_checkpoint(run) == hpc
-    hpc.unlink()
-    assert newest_checkpoint(run) == old
-    assert newest_checkpoint(tmp_path / "absent") is None
-
-
-def test_list_checkpoints_sorts_by_step_and_rejects_bad_files(tmp_path: Path) -> None:
-    for step in (30, 10, 20):
-        _lightning_like(tmp_path / f"step-{step:09d}.ckpt", step)
-    _lightning_like(tmp_path / "hpc_ckpt_1.ckpt", 25)  # preemption copies repeat a step: left out
-    infos = list_checkpoints([tmp_path])
-    assert [i["step"] for i in infos] == [10, 20, 30]
-    assert [result_name(i["path"]) for i in infos] == ["step-000000010", "step-000000020", "step-000000030"]
-    (tmp_path / "step-000000040.ckpt").write_bytes(b"PK\x03\x04 not really")
-    with pytest.raises(CheckpointError, match="step-000000040.ckpt"):
-        list_checkpoints([tmp_path])
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ToolkitError, match="no checkpoints"):
-        list_checkpoints([tmp_path / "empty"])
 
 
 def test_requeue_job_id() -> None:
@@ -102,7 +87,7 @@ def project(tmp_path: Path) -> dict:
                       "trainer:\n  accelerator: cpu\n  max_steps: 4\n")
     run = tmp_path / "run" / "checkpoints"
     run.mkdir(parents=True)
-    _lightning_like(run / "step-000000002.ckpt", 2)
+    lightning_like(run / "step-000000002.ckpt", 2)
     rows = ["path,mos"]
     for i in range(3):
         sf.write(tmp_path / f"c{i}.wav", np.full(8000, 0.1 * (i + 1), np.float32), 16000)
@@ -128,8 +113,11 @@ def submit(slurm_cluster: SlurmCluster, capsys, monkeypatch):  # noqa: F811
     return call
 
 
-def queued(cluster: SlurmCluster) -> set[str]:
-    return set(cluster.run(["squeue", "-h", "-o", "%i"]).stdout.split())
+def assert_nothing_queued(cluster: SlurmCluster, folder: Path) -> None:
+    """No job of this test is queued, and none was ever submitted: `toolkit submit` creates the
+    `slurm/` log folder of a job (under the test's own folder) just before it runs sbatch."""
+    assert cluster.jobs_under(folder) == {}
+    assert not list(folder.rglob("slurm")), sorted(folder.rglob("slurm"))
 
 
 def assert_refused(done: SimpleNamespace, *needles: str) -> None:
@@ -143,7 +131,6 @@ def assert_refused(done: SimpleNamespace, *needles: str) -> None:
 
 @pytest.mark.slurm
 def test_mistakes_fail_at_submission_and_queue_nothing(slurm_cluster: SlurmCluster, project: dict, submit) -> None:  # noqa: F811
-    before = queued(slurm_cluster)
     base = ["pretrain", "--config", str(project["config"]), "--run-dir", str(project["run"])]
     cases = {
         "missing config": (["pretrain", "--config", "nope.yaml", "--run-dir", "r"], ["nope.yaml", "config file not found"]),
@@ -166,7 +153,7 @@ def test_mistakes_fail_at_submission_and_queue_nothing(slurm_cluster: SlurmClust
         done = submit(*args)
         try:
             assert_refused(done, *needles)
-            assert queued(slurm_cluster) == before
+            assert_nothing_queued(slurm_cluster, project["dir"])
         except AssertionError as err:
             raise AssertionError(f"case '{name}': {err}") from None
     # Inputs named inside the config: a missing shard folder and a truncated init checkpoint.
@@ -181,22 +168,22 @@ def test_mistakes_fail_at_submission_and_queue_nothing(slurm_cluster: SlurmClust
     data = project["init"].read_bytes()
     project["init"].write_bytes(data[: len(data) // 3])
     assert_refused(submit(*base), "init.pt", "truncated")
-    assert queued(slurm_cluster) == before
+    assert_nothing_queued(slurm_cluster, project["dir"])
 
 
 @pytest.mark.slurm
 def test_dry_run_prints_the_sbatch_command_and_queues_nothing(slurm_cluster: SlurmCluster, project: dict, submit) -> None:  # noqa: F811
-    before = queued(slurm_cluster)
     done = submit("pretrain", "--config", str(project["config"]), "--run-dir", str(project["run"]),
                   "--nodes", "2", "--time", "1:00:00", "--dry-run", "--", "--trainer.max_steps=3")
     assert done.returncode == 0, done.stderr
     line = done.stdout.strip().splitlines()[-1]
-    assert re.search(r"sbatch --parsable --nodes=2 --ntasks-per-node=1 --time=1:00:00 --signal=SIGUSR1@300 "
-                     r"--requeue --open-mode=append --output=\S+/run/slurm/%x-%j.out \S+/slurm/pretrain.sbatch "
-                     r"--run-dir \S+/run --python \S+ --resume auto -- --config \S+/pretrain.yaml "
-                     r"--trainer.max_steps=3$", line), line
+    assert re.search(r"sbatch --parsable --nodes=2 --ntasks-per-node=1 --time=1:00:00 --job-name=toolkit-pretrain "
+                     r"--signal=SIGUSR1@300 --requeue --open-mode=append --output=\S+/run/slurm/%x-%j.out "
+                     r"\S+/slurm/pretrain.sbatch --python \S+ -- --config \S+/pretrain.yaml --trainer.max_steps=3 "
+                     r"--trainer.num_nodes=2 --trainer.devices=1 --trainer.default_root_dir=\S+/run --resume auto "
+                     r"--trainer.callbacks\+=toolkit.preemption.SlurmPreemption$", line), line
     assert "resumes from" in done.stderr and "step-000000002.ckpt" in done.stderr
-    assert queued(slurm_cluster) == before
+    assert_nothing_queued(slurm_cluster, project["dir"])
 
 
 @pytest.mark.slurm
@@ -213,19 +200,82 @@ def test_chain_queues_evaluation_behind_pretraining(slurm_cluster: SlurmCluster,
         assert record["Dependency"].startswith(f"afterok:{pretrain}"), record["Dependency"]
         assert record["JobName"] == "toolkit-chain"
         assert slurm_cluster.job(pretrain)["JobName"] == "toolkit-pretrain"
+        # Pretraining that never succeeds takes its evaluation with it (nothing left pending forever).
+        slurm_cluster.run(["scancel", pretrain])
+        assert slurm_cluster.wait(chain, timeout=60)["JobState"] == "CANCELLED"
     finally:
-        slurm_cluster.run(["scancel", pretrain, chain], check=False)
+        slurm_cluster.drain(project["dir"], timeout=60, cancel=True)
 
 
 @pytest.mark.slurm
 def test_periodic_chain_dry_run(slurm_cluster: SlurmCluster, project: dict, submit) -> None:  # noqa: F811
-    before = queued(slurm_cluster)
     done = submit("chain", "--config", str(project["config"]), "--run-dir", str(project["run"]),
                   "--eval-output", str(project["dir"] / "results"), "--every", "30", "--dry-run",
                   "--pretrain-arg=--trainer.max_steps=3", "--", "--dataset", f"csv:{project['csv']}")
     assert done.returncode == 0, done.stderr
     pretrain, chain = done.stdout.strip().splitlines()[-2:]
-    assert "/slurm/pretrain.sbatch" in pretrain and pretrain.endswith("--trainer.max_steps=3")
+    assert "/slurm/pretrain.sbatch" in pretrain and " --trainer.max_steps=3 " in pretrain
     assert "--begin=now+30minutes" in chain and "/slurm/chain.sbatch" in chain
     assert "--every 30 --while-running PRETRAIN_JOB --" in chain
-    assert queued(slurm_cluster) == before
+    assert_nothing_queued(slurm_cluster, project["dir"])
+
+
+@pytest.mark.slurm
+def test_every_option_survives_chaining_and_periodic_resubmission(
+    slurm_cluster: SlurmCluster, project: dict, submit  # noqa: F811
+) -> None:
+    """`chain --every`: the pretraining job, the chain job, and what the chain job submits when it runs
+    (the evaluation array and the next pass) all carry every option given, as SLURM records them."""
+    out = project["dir"] / "results"
+    tag = f"tag-{project['dir'].name}"
+    done = submit(
+        "chain", "--config", str(project["config"]), "--run-dir", str(project["run"]), "--eval-output", str(out),
+        "--every", "1", "--nodes", "2", "--tasks-per-node", "1", "--cpus-per-task", "2", "--mem", "300M",
+        "--time", "0:07:00", "--partition", "debug", "--account", "acct1", "--qos", "normal", "--constraint", "local",
+        "--job-name", "pre-" + tag, "--sbatch-option=--hold", f"--sbatch-option=--comment={tag}",
+        "--eval-cpus", "1", "--eval-mem", "200M", "--eval-time", "0:04:00", "--eval-parallel", "2",
+        "--", "--dataset", f"csv:{project['csv']}", "--draws", "1", "--device", "cpu",
+    )
+    assert done.returncode == 0, done.stderr
+    pretrain = re.search(r"pretraining job (\d+)", done.stdout).group(1)
+    chain = re.search(r"evaluation job (\d+)", done.stdout).group(1)
+    # (Without accounting, this cluster accepts --qos but does not record it: it is checked in the arguments.)
+    shared = {"Partition": "debug", "Account": "acct1", "Comment": tag, "Reason": "JobHeldUser"}
+    try:
+        job = slurm_cluster.job(pretrain)
+        assert {k: job[k] for k in shared} == shared, job
+        assert (job["JobName"], job["NumNodes"].split("-")[0], job["NumTasks"], job["CPUs/Task"], job["MinMemoryNode"],
+                job["TimeLimit"], job["Features"]) == ("pre-" + tag, "2", "2", "2", "300M", "00:07:00", "local"), job
+        assert "--trainer.num_nodes=2 --trainer.devices=1 " in slurm_cluster.command(pretrain)
+
+        first = slurm_cluster.job(chain)
+        assert {k: first[k] for k in shared} == shared, first
+        assert first["JobName"] == "toolkit-chain" and first["TimeLimit"] == "00:04:00"
+        request = ("--cpus-per-task=1 --mem=200M --time=0:04:00 --partition=debug --account=acct1 --qos=normal "
+                   f"--constraint=local --sbatch-option=--hold --sbatch-option=--comment={tag} --python ")
+        first_command = slurm_cluster.command(chain)
+        assert request in first_command and f"--parallel 2 --every 1 --while-running {pretrain} --" in first_command
+
+        # Run the first pass now (pretraining stays held): it evaluates the run's checkpoint and queues
+        # the next pass, both from the arguments it was given.
+        slurm_cluster.run(["scontrol", "update", f"JobId={chain}", "StartTime=now"])
+        slurm_cluster.run(["scontrol", "release", chain])
+        finished = slurm_cluster.wait(chain, timeout=180)
+        log = "\n".join(p.read_text() for p in (out / "slurm").glob("toolkit-chain-*.out"))
+        assert finished["JobState"] == "COMPLETED", log[-3000:]
+        array = re.search(r"evaluation array job (\d+)", log).group(1)
+        again = re.search(r"next evaluation pass: job (\d+)", log).group(1)
+
+        tasks = slurm_cluster.job(array)
+        assert {k: tasks[k] for k in shared} == shared, tasks
+        assert (tasks["JobName"], tasks["NumNodes"].split("-")[0], tasks["CPUs/Task"], tasks["MinMemoryNode"], tasks["TimeLimit"],
+                tasks["Features"], tasks.get("ArrayTaskThrottle")) == (
+                    "toolkit-evaluate", "1", "1", "200M", "00:04:00", "local", "2"), tasks
+
+        following = slurm_cluster.job(again)
+        assert {k: following[k] for k in shared} == shared, following
+        assert following["JobName"] == "toolkit-chain" and following["TimeLimit"] == "00:04:00"
+        assert slurm_cluster.command(again) == first_command  # the next pass asks for exactly the same
+    finally:
+        slurm_cluster.run(["scancel", *{j.split("_")[0] for j in slurm_cluster.jobs_under(project["dir"])}], check=False)
+        slurm_cluster.drain(project["dir"], timeout=60)

@@ -7,8 +7,8 @@ import json
 import torch
 from training_support import REPO, make_shards, run_pretrain
 
+from toolkit.checkpoints import list_checkpoints
 from toolkit.models.checkpoint import load_model
-from toolkit.training.callbacks import list_checkpoints
 
 
 def test_ddp_two_ranks_stay_in_sync_and_checkpoint_once(tmp_path):

@@ -15,6 +15,8 @@ import torch
 from torch.utils.data import DataLoader
 from training_support import read_wandb_history, synth_clip
 
+from toolkit.checkpoints import list_checkpoints
+from toolkit.checkpoints import newest_checkpoint as find_latest_checkpoint
 from toolkit.errors import ToolkitError
 from toolkit.models.checkpoint import load_model, save_model
 from toolkit.models.wav2vec import wav2vec_tiny
@@ -23,8 +25,6 @@ from toolkit.training.callbacks import (
     CollapseDetector,
     StepCheckpoint,
     ThroughputMonitor,
-    find_latest_checkpoint,
-    list_checkpoints,
 )
 from toolkit.training.cli import wandb_mode
 from toolkit.training.curve import AdaptationCurve

@@ -16,8 +16,8 @@ import pytest
 import torch
 from training_support import REPO, make_shards, pretrain_command, read_metric, subprocess_env
 
+from toolkit.checkpoints import SLEEP_ENV, is_complete_checkpoint, list_checkpoints
 from toolkit.errors import DataError, ToolkitError
-from toolkit.training.callbacks import SLEEP_ENV, is_complete_checkpoint, list_checkpoints
 from toolkit.training.cli import main
 
 MAX_STEPS = 40
@@ -160,3 +160,9 @@ def test_the_schedule_length_is_the_trainers_max_steps(shards, tmp_path):
     assert ckpt["lr_schedulers"][0]["max_updates"] == 12
     with pytest.raises(ToolkitError, match="trainer.max_steps"):
         main([*args(shards, tmp_path / "unbounded"), "--trainer.max_steps", "-1", "--model.max_updates", "null"])
+
+
+def test_a_fresh_start_in_a_folder_with_checkpoints_is_refused(shards, tmp_path):
+    assert main([*args(shards, tmp_path), "--trainer.max_steps", str(EVERY)]) == 0
+    with pytest.raises(ToolkitError, match=r"already holds 1 checkpoint.*step-000000008\.ckpt.*--resume auto"):
+        main([*args(shards, tmp_path), "--resume", "none"])

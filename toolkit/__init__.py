@@ -14,7 +14,7 @@ The same operations as the ``toolkit`` command, as plain functions (imported laz
 | toolkit evaluate         | evaluate (toolkit.scoring.evaluate)                       |
 | toolkit import-fairseq   | import_fairseq / export_fairseq (toolkit.models.convert)  |
 | toolkit degrade          | degrade_files (toolkit.degrade.suite)                     |
-| toolkit submit           | submit_pretrain / submit_evaluate (toolkit.submit)        |
+| toolkit submit           | submit_pretrain / submit_evaluate (toolkit.slurm.jobs)    |
 | toolkit demo             | demo (toolkit.demo)                                       |
 """
 
@@ -39,8 +39,8 @@ _API = {
     "write_shards": "toolkit.data.shards",
     "evaluate": "toolkit.scoring.evaluate",
     "degrade_files": "toolkit.degrade.suite",
-    "submit_pretrain": "toolkit.submit",
-    "submit_evaluate": "toolkit.submit",
+    "submit_pretrain": "toolkit.slurm.jobs",
+    "submit_evaluate": "toolkit.slurm.jobs",
     "demo": "toolkit.demo",
     "ToolkitError": "toolkit.errors",
 }

@@ -29,7 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export-fairseq": ("toolkit.models.convert", "convert a toolkit checkpoint to fairseq's format"),
     "bank": ("toolkit.scoring.bank", "build a reference bank from clean real speech (extensions beyond the paper)"),
     "degrade": ("toolkit.degrade", "make graded degraded copies of clean clips (noise, codecs...)"),
-    "submit": ("toolkit.submit", "submit pretraining / evaluation jobs to SLURM"),
+    "submit": ("toolkit.slurm.cli", "submit pretraining / evaluation jobs to SLURM"),
 }
 
 

@@ -16,6 +16,7 @@
 #   SLURM_LOCAL_CTLD_PORT=6817 slurmctld port; SLURM_LOCAL_SLURMD_PORT=17001 first slurmd port (one per node)
 #   SLURM_LOCAL_LINK_ETC=0     1: also symlink /etc/slurm/slurm.conf (for clients that drop SLURM_CONF)
 #   SLURM_LOCAL_TIMEOUT=30     seconds to wait for the nodes to become idle
+# Every node has the feature "local" (so that tests can pass --constraint=local).
 #
 # Facts behind the settings: ../shared/notes/slurm-local.md (cred_expire=10 makes a requeued job
 # eligible again after ~10 s instead of ~150 s; EnforcePartLimits=ALL makes impossible requests fail at
@@ -126,7 +127,7 @@ write_config() {
     else
         node_line="NodeName=node[1-$NODES] NodeHostname=localhost NodeAddr=127.0.0.1 Port=[$SLURMD_PORT-$last_port]"
     fi
-    node_line+=" CPUs=$CPUS RealMemory=$mem State=UNKNOWN"
+    node_line+=" CPUs=$CPUS RealMemory=$mem Feature=local State=UNKNOWN"  # Feature: for --constraint=local
     local gres_types=""
     if [[ $GPUS -gt 0 ]]; then
         gres_types="GresTypes=gpu"

@@ -9,7 +9,7 @@ The scorer hash covers everything that changes a score: the weights' content (SH
 dict, so a re-saved identical checkpoint still hits, and any changed weight misses), the model
 config, the number of draws, the seed, the dtype, the measure set and the measures' version. The
 file key covers the resolved path, size and modification time of the audio file (an edited file
-misses). Each shard is written atomically (temporary file + rename), so a killed run leaves only
+misses), and of its clean reference for intrusive scorers (PESQ, STOI). Each shard is written atomically (temporary file + rename), so a killed run leaves only
 whole shards behind and resumes from them.
 """
 
@@ -58,15 +58,18 @@ class ScoreCache:
         return len(self._entries)
 
     @staticmethod
-    def file_key(path: str | os.PathLike) -> str | None:
-        """Identity of an audio file: resolved path, size and mtime. ``None`` if it cannot be stat'ed."""
-        path = Path(path)
-        try:
-            st = path.stat()
-        except OSError:
-            return None
-        text = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-        return hashlib.sha1(text.encode()).hexdigest()
+    def file_key(path: str | os.PathLike, reference: str | os.PathLike | None = None) -> str | None:
+        """Identity of an audio file: resolved path, size and mtime; with ``reference`` (the clean
+        recording an intrusive scorer compares with), of both files. ``None`` if one cannot be stat'ed."""
+        parts = []
+        for p in (path,) if reference is None else (path, reference):
+            p = Path(p)
+            try:
+                st = p.stat()
+            except OSError:
+                return None
+            parts.append(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}")
+        return hashlib.sha1("||".join(parts).encode()).hexdigest()
 
     def get(self, file_key: str) -> dict[str, float] | None:
         return self._entries.get(file_key)

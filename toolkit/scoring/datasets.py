@@ -6,19 +6,25 @@ file raises :class:`~toolkit.errors.DataError` naming the file (and line), or, w
 ``skip_bad=True``, is counted in ``MosDataset.skipped`` and reported. Systems with a single
 utterance are listed in ``MosDataset.notes`` (system-level metrics leave them out).
 
-Layouts (none of these sets is available on the development machines; the layouts below were read
-from public data-preparation code for these sets, e.g. lhotse's BVCC recipe and SHEET's VMC 2023
-recipes, and are assumptions where stated):
+Layouts (none of these sets is available on the development machines; the file and folder names,
+splits and system-ID rules below were checked against public data-preparation code for these sets:
+lhotse's ``recipes/bvcc.py`` and SHEET's ``egs/{bvcc,bc19,bc23,vmc23}/local/data_prep.py``; the
+tests build their fixtures from those names):
 
-``bvcc`` — VoiceMOS 2022 main track (BVCC), ``phase1-main/``
+``bvcc`` — VoiceMOS 2022 main track (BVCC), ``phase1-main/`` (``main/`` in the later release)
     ``DATA/wav/sysXXXX-uttYYYY.wav`` and ``DATA/sets/{train,val,test}_mos_list.txt`` with lines
-    ``sysXXXX-uttYYYY.wav,3.625`` (mean MOS per clip). ``dev`` is accepted for ``val``. The system
-    is the ``sysXXXX`` prefix of the file name. PATH may be the track folder or its ``DATA``.
+    ``sysXXXX-uttYYYY.wav,3.625`` (mean MOS per clip); where a mean list is absent, the per-rating
+    ``DATA/sets/{TRAINSET,DEVSET,TESTSET}`` (``sysID,uttID,rating,ignore,listenerinfo``, the files
+    lhotse's and SHEET's recipes read) are averaged per clip. ``dev`` is accepted for ``val``. The
+    system is the ``sysXXXX`` prefix of the file name (the sysID column of the per-rating files).
+    PATH may be the track folder or its ``DATA``.
 ``vmc2022-ood`` — VoiceMOS 2022 out-of-domain track (Blizzard 2019 Chinese), ``phase1-ood/``
-    Assumed to be the same ``DATA/{wav,sets}`` layout with anonymised ``sysID-uttID`` names (lhotse
-    reads it so); ``unlabeled_mos_list.txt`` has no scores and is not a split here.
+    The same ``DATA/{wav,sets}`` layout and anonymised ``sysID-uttID`` names (lhotse reads it so);
+    its per-rating files name the clip without ``.wav``. ``unlabeled_mos_list.txt`` (names only,
+    no scores) is not a split.
 ``vmc2023`` — VoiceMOS 2023, one folder of ``<sample_id>.wav`` per track plus the answer file
-    ``<sample_id>,<mos>`` (``track1_answer.txt`` ... as released after the challenge). Systems:
+    ``<sample_id>,<mos>`` (``track1_answer.txt`` ... as released after the challenge; SHEET keeps
+    them in ``answers/`` beside ``track1/ track2/ track3/``). Systems:
     track 1 (French Blizzard 2023) ``VoiceMOS2023Track1-A-AD_test_0026`` -> ``A-AD``, where sub-track
     ``1a`` keeps the ``NEB`` systems and ``1b`` the ``AD`` ones (``1`` keeps both); track 2 (singing,
     SVCC 2023) ``VoiceMOS2023Track2-B01-SF1-CDF1-30001`` -> ``B01``; track 3 (noisy/enhanced Chinese,
@@ -26,8 +32,10 @@ recipes, and are assumptions where stated):
     (the name without its last three ``_`` fields).
 ``answers`` — a VoiceMOS answer-format file ``sysID-uttID,score`` with the audio beside it (or in
     a folder given as the second argument), e.g. ``../shared/data/mos/bvcc-samples/label.txt``.
-``csv`` — a header row with ``path`` and ``mos`` columns, optional ``system`` and ``utt_id``.
-    Relative paths are relative to the CSV file.
+``csv`` — a header row with ``path`` and ``mos`` columns, optional ``system``, ``utt_id`` and
+    ``reference`` (the clean recording, for PESQ and STOI). Relative paths are relative to the CSV
+    file. The degradation suite's ``manifest.csv`` (``toolkit degrade``) reads as a csv dataset; its
+    ``clean`` row of each ``clean_id`` is the reference of that clip's degraded versions.
 ``yourtts`` — ``mos.csv`` (``language,audio_path,system,speaker_or_condition,mos,n_ratings``) and
     ``audio/``; the argument picks the language (``PT`` or ``EN``).
 """
@@ -52,12 +60,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MosItem:
-    """One rated clip. ``system`` is ``None`` when the dataset has no system labels."""
+    """One rated clip. ``system`` is ``None`` when the dataset has no system labels; ``reference`` is
+    the clean recording the clip was made from, where the dataset gives one (intrusive references
+    such as PESQ and STOI need it)."""
 
     utt_id: str
     path: Path
     mos: float
     system: str | None
+    reference: Path | None = None
 
 
 @dataclass
@@ -90,6 +101,9 @@ class MosDataset:
     def describe(self) -> str:
         systems = len(self.system_counts()) if self.has_systems else 0
         text = f"{self.name}: {len(self.items)} clips, {systems} systems ({self.kind}, {self.source})"
+        with_reference = sum(i.reference is not None for i in self.items)
+        if with_reference:
+            text += f"; {with_reference} with a clean reference"
         if self.skipped:
             text += f"; {len(self.skipped)} skipped"
         return text
@@ -106,6 +120,7 @@ class _Row:
     path: Path
     mos: str
     system: str | None
+    reference: Path | None = None
 
 
 def _finish(name: str, kind: str, source: Path, rows: list[_Row], skip_bad: bool) -> MosDataset:
@@ -137,8 +152,11 @@ def _finish(name: str, kind: str, source: Path, rows: list[_Row], skip_bad: bool
         if row.path.stat().st_size == 0:
             bad(row.where, f"zero-length audio file: {row.path}")
             continue
+        if row.reference is not None and not row.reference.is_file():
+            bad(row.where, f"clean reference file not found: {row.reference}")
+            continue
         seen[row.utt_id] = row.where
-        items.append(MosItem(row.utt_id, row.path, mos, row.system))
+        items.append(MosItem(row.utt_id, row.path, mos, row.system, row.reference))
     if not items:
         raise DataError(source, f"no usable rated clips ({len(rows)} rows, {len(skipped)} skipped)")
     notes: list[str] = []
@@ -214,11 +232,13 @@ def read_answer_file(
     return _finish(name or path.parent.name, kind, path, rows, skip_bad)
 
 
+# Per split: the mean-MOS list (``ID.wav,mean``) first, then the per-rating file that the release
+# ships beside it (``sysID,uttID,rating,ignore,listenerinfo``; lhotse and SHEET read these).
 _SPLIT_FILES = {
-    "train": ("train_mos_list.txt",),
-    "dev": ("val_mos_list.txt", "dev_mos_list.txt"),
-    "val": ("val_mos_list.txt", "dev_mos_list.txt"),
-    "test": ("test_mos_list.txt",),
+    "train": ("train_mos_list.txt", "TRAINSET"),
+    "dev": ("val_mos_list.txt", "DEVSET"),
+    "val": ("val_mos_list.txt", "DEVSET"),
+    "test": ("test_mos_list.txt", "TESTSET"),
 }
 
 
@@ -226,10 +246,11 @@ def read_bvcc(
     root: str | os.PathLike, split: str = "test", *, name: str | None = None, kind: str = "bvcc",
     skip_bad: bool = False,
 ) -> MosDataset:
-    """VoiceMOS 2022 main track (BVCC): ``DATA/wav`` and ``DATA/sets/<split>_mos_list.txt``.
+    """VoiceMOS 2022 main track (BVCC): ``DATA/wav`` and, in ``DATA/sets``, ``<split>_mos_list.txt``
+    (``train``, ``val``, ``test``) or else the per-rating ``TRAINSET`` / ``DEVSET`` / ``TESTSET``.
 
-    ``root`` is the track folder (``phase1-main``) or its ``DATA`` folder. Also reads the OOD track,
-    which uses the same layout (``kind="vmc2022-ood"``).
+    ``root`` is the track folder (``phase1-main``, or ``main`` in the later release) or its ``DATA``
+    folder. Also reads the OOD track, which uses the same layout (``kind="vmc2022-ood"``).
     """
     root = Path(root)
     data = root / "DATA" if (root / "DATA").is_dir() else root
@@ -238,13 +259,48 @@ def read_bvcc(
     sets = data / "sets"
     if not sets.is_dir() or not (data / "wav").is_dir():
         raise DataError(root, "not a VoiceMOS 2022 layout: expected DATA/wav/ and DATA/sets/")
-    candidates = [sets / f for f in _SPLIT_FILES[split]]
-    listing = next((c for c in candidates if c.is_file()), None)
-    if listing is None:
-        raise DataError(sets, f"no list for split {split!r} (looked for {', '.join(c.name for c in candidates)})")
-    ds = read_answer_file(listing, data / "wav", name=name or f"{kind}-{split}", kind=kind, skip_bad=skip_bad)
+    mean_list, per_rating = (sets / f for f in _SPLIT_FILES[split])
+    name = name or f"{kind}-{split}"
+    if mean_list.is_file():
+        ds = read_answer_file(mean_list, data / "wav", name=name, kind=kind, skip_bad=skip_bad)
+    elif per_rating.is_file():
+        ds = _read_per_rating(per_rating, data / "wav", name=name, kind=kind, skip_bad=skip_bad)
+    else:
+        raise DataError(sets, f"no list for split {split!r} (looked for {mean_list.name} and {per_rating.name})")
     ds.source = str(root)
     return ds
+
+
+def _read_per_rating(listing: Path, audio_dir: Path, *, name: str, kind: str, skip_bad: bool) -> MosDataset:
+    """A VoiceMOS 2022 per-rating file: one ``sysID,uttID,rating,ignore,listenerinfo`` line per
+    rating; the MOS of a clip is the mean of its ratings. The uttID carries ``.wav`` in the main
+    track and not in the OOD track; the system is the sysID column."""
+    first: dict[str, tuple[str, str]] = {}  # utt -> (where, system)
+    ratings: dict[str, list[str]] = {}
+    for n, cols in _read_lines(listing):
+        where = f"{listing}:{n}"
+        if len(cols) < 3:
+            raise DataError(where, f"expected 'sysID,uttID,rating,...', got {','.join(cols)!r}")
+        utt = _strip_audio_ext(cols[1])
+        first.setdefault(utt, (where, cols[0]))
+        ratings.setdefault(utt, []).append(cols[2])
+    rows = []
+    for utt, values in ratings.items():
+        where, system = first[utt]
+        try:
+            mos = repr(sum(float(v) for v in values) / len(values))
+        except ValueError:
+            mos = next(v for v in values if not _is_number(v))
+        rows.append(_Row(where, utt, _with_audio_ext(audio_dir, utt), mos, system))
+    return _finish(name, kind, listing, rows, skip_bad)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def read_vmc2022_ood(root: str | os.PathLike, split: str = "test", **kwargs) -> MosDataset:
@@ -270,36 +326,51 @@ def read_vmc2023(
     root: str | os.PathLike, track: str, answers: str | os.PathLike | None = None, *, name: str | None = None,
     skip_bad: bool = False,
 ) -> MosDataset:
-    """VoiceMOS 2023 track ``1`` / ``1a`` / ``1b`` / ``2`` / ``3``: audio in ``root``, answers
-    ``<sample_id>,<mos>`` from ``answers`` or found in ``root`` (``track<N>_answer.txt``,
-    ``answer.txt``, ``answers/track<N>_answer.txt``)."""
+    """VoiceMOS 2023 track ``1`` / ``1a`` / ``1b`` / ``2`` / ``3``: ``<sample_id>.wav`` in ``root``
+    (the track's folder, e.g. ``track1/`` or the unzipped ``VoiceMOS2023Track1/``), answers
+    ``<sample_id>,<mos>`` from ``answers`` or found in ``root`` or beside it (``track<N>_answer.txt``,
+    ``answer.txt``, ``answers/track<N>_answer.txt``, ``../answers/track<N>_answer.txt``).
+
+    Track 3 lists bare ``TMHINT_...`` clean clips beside the ``clean_TMHINT_...`` condition; like
+    SHEET, only the latter is kept (the others are counted in ``notes``).
+    """
     root = Path(root)
     track = track.lower().removeprefix("track")
     if track not in {"1", "1a", "1b", "2", "3"}:
         raise DataError(root, f"unknown VoiceMOS 2023 track {track!r}; choose 1, 1a, 1b, 2 or 3")
     number = track[0]
     if answers is None:
-        names = [f"track{number}_answer.txt", "answer.txt", f"answers/track{number}_answer.txt"]
+        names = [f"track{number}_answer.txt", "answer.txt", f"answers/track{number}_answer.txt",
+                 f"../answers/track{number}_answer.txt"]
         answers = next((root / n for n in names if (root / n).is_file()), None)
         if answers is None:
             raise DataError(root, f"no answer file found (looked for {', '.join(names)}); pass it as the last spec field")
     answers = Path(answers)
     rows = []
+    bare_tmhint = 0
     for n, cols in _read_lines(answers):
         if len(cols) < 2:
             raise DataError(f"{answers}:{n}", f"expected 'sample_id,mos', got {','.join(cols)!r}")
         utt = _strip_audio_ext(cols[0])
         system = vmc2023_system(utt, track)
-        if track == "1a" and not system.endswith("NEB"):
+        if track == "1a" and system.split("-")[-1] != "NEB":
             continue
-        if track == "1b" and not system.endswith("AD"):
+        if track == "1b" and system.split("-")[-1] != "AD":
+            continue
+        if track == "3" and system == "TMHINT":
+            bare_tmhint += 1
             continue
         rows.append(_Row(f"{answers}:{n}", utt, _with_audio_ext(root, cols[0]), cols[1], system))
-    return _finish(name or f"vmc2023-track{track}", "vmc2023", answers, rows, skip_bad)
+    ds = _finish(name or f"vmc2023-track{track}", "vmc2023", answers, rows, skip_bad)
+    if bare_tmhint:
+        ds.notes.append(f"{bare_tmhint} bare TMHINT_* clip(s) left out (only clean_TMHINT_* is a condition)")
+    return ds
 
 
 def read_csv_dataset(path: str | os.PathLike, *, name: str | None = None, skip_bad: bool = False) -> MosDataset:
-    """Generic CSV with a header: ``path,mos`` required, ``system`` and ``utt_id`` optional."""
+    """Generic CSV with a header: ``path,mos`` required; ``system``, ``utt_id`` and ``reference``
+    optional. A degradation-suite manifest (``clean_id`` and ``type`` columns) gets each clip's
+    clean version as its reference."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
@@ -310,15 +381,26 @@ def read_csv_dataset(path: str | os.PathLike, *, name: str | None = None, skip_b
         if missing:
             raise DataError(path, f"missing column(s) {', '.join(missing)}; header is {','.join(fields) or '(empty)'}")
         reader.fieldnames = fields
-        rows = []
-        for n, rec in enumerate(reader, 2):
-            rel = (rec.get("path") or "").strip()
-            if not rel:
-                raise DataError(f"{path}:{n}", "empty path")
-            audio = Path(rel) if os.path.isabs(rel) else path.parent / rel
-            utt = (rec.get("utt_id") or "").strip() or _strip_audio_ext(rel)
-            system = (rec.get("system") or "").strip() or None
-            rows.append(_Row(f"{path}:{n}", utt, audio, (rec.get("mos") or "").strip(), system))
+        records = list(enumerate(reader, 2))
+
+    def resolve(rel: str) -> Path:
+        return Path(rel) if os.path.isabs(rel) else path.parent / rel
+
+    suite = "reference" not in fields and {"clean_id", "type"} <= set(fields)
+    clean_of = {
+        (rec.get("clean_id") or "").strip(): (rec.get("path") or "").strip()
+        for _, rec in records if suite and (rec.get("type") or "").strip() == "clean"
+    }
+    rows = []
+    for n, rec in records:
+        rel = (rec.get("path") or "").strip()
+        if not rel:
+            raise DataError(f"{path}:{n}", "empty path")
+        utt = (rec.get("utt_id") or "").strip() or _strip_audio_ext(rel)
+        system = (rec.get("system") or "").strip() or None
+        ref = clean_of.get((rec.get("clean_id") or "").strip(), "") if suite else (rec.get("reference") or "").strip()
+        rows.append(_Row(f"{path}:{n}", utt, resolve(rel), (rec.get("mos") or "").strip(), system,
+                         resolve(ref) if ref else None))
     return _finish(name or path.stem, "csv", path, rows, skip_bad)
 
 
@@ -367,7 +449,7 @@ class DatasetSpec:
 SPEC_HELP = (
     "[NAME=]KIND:PATH[:ARG...] with KIND one of: "
     "bvcc:DIR[:train|dev|test] (VoiceMOS 2022 main), vmc2022-ood:DIR[:split] (Blizzard 2019), "
-    "vmc2023:DIR:1|1a|1b|2|3[:ANSWERS] (VoiceMOS 2023), csv:FILE (path,mos[,system]), "
+    "vmc2023:DIR:1|1a|1b|2|3[:ANSWERS] (VoiceMOS 2023), csv:FILE (path,mos[,system,reference]), "
     "yourtts:DIR[:PT|EN], answers:FILE[:AUDIO_DIR] (sysID-uttID,score)"
 )
 

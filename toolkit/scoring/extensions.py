@@ -172,8 +172,10 @@ def extension_candidates(candidates: list, names: Sequence[str], bank_path: str 
     bank = load_bank(bank_path)
     extra = []
     for cand in candidates:
-        if cand.role == "control" and cand.name != "random-init":
-            continue  # acoustic features have no latents
+        if cand.role != "checkpoint" and cand.name != "random-init":
+            continue  # acoustic features and reference predictors have no wav2vec latents
+        if cand.source == "object" and not isinstance(cand.build(), Wav2VecScorer):
+            continue  # a scorer object of another kind (wav2vec 2.0 CTC): cheap to build, nothing to extend
         new = dataclasses.replace(cand, name=f"{cand.name}{SUFFIX}", source=f"{cand.source} (extensions {', '.join(names)})")
 
         def build(c=cand, new=new):

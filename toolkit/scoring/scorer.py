@@ -53,6 +53,11 @@ def utterance_key(path: str | os.PathLike) -> str:
     return Path(path).name
 
 
+# Optional scorer attributes that score_files honours:
+#   needs_reference = True   score(wavs, lengths, keys, references=[clean waveform per clip]) (PESQ, STOI)
+#   take_notes() -> Counter  notes counted while scoring ("pesq could not score the clip": 2)
+
+
 def key_seed(seed: int, key: str) -> int:
     """A 63-bit seed from ``(seed, key)``: each utterance draws its own negatives, whatever the batch."""
     digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
@@ -67,6 +72,20 @@ def state_dict_hash(module: torch.nn.Module) -> str:
         h.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def check_batch(wavs: Tensor, lengths: Tensor | None, keys: Sequence[str] | None) -> tuple[Tensor, list[str]]:
+    """Validate a scorer's inputs ``wavs [B, time]``; returns ``(lengths [B], keys)`` with defaults
+    (full length; ``"0"``, ``"1"``...) filled in."""
+    if wavs.ndim != 2:
+        raise ValueError(f"wavs must be [batch, time], got {tuple(wavs.shape)}")
+    batch = wavs.shape[0]
+    if lengths is None:
+        lengths = torch.full((batch,), wavs.shape[1], dtype=torch.long)
+    keys = list(keys) if keys is not None else [str(i) for i in range(batch)]
+    if len(keys) != batch:
+        raise ValueError(f"got {len(keys)} keys for a batch of {batch}")
+    return lengths, keys
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -89,8 +108,14 @@ class Wav2VecScorer:
 
     The network runs once per batch (``model.encode``); negatives are then drawn ``draws`` times from
     per-utterance generators seeded by ``(seed, key)``, and each measure is averaged over the draws.
+    The contrastive logits of all draws come from one pass (the positive and the frame-pair scores
+    are shared between draws).
     Scores therefore do not depend on how utterances are batched; on CPU each clip is run alone, so
     they are bit-identical whatever the batching (on GPU they agree to float rounding).
+
+    ``padded``: ``None`` (default) runs whole padded batches on GPU and one clip at a time on CPU;
+    ``True`` forces the padded :meth:`score_batch` path on any device (what a GPU runs), ``False``
+    forces one clip at a time.
     """
 
     sample_rate = SAMPLE_RATE
@@ -104,6 +129,7 @@ class Wav2VecScorer:
         device: str | torch.device | None = "cpu",
         dtype: str | None = None,
         name: str = "wav2vec",
+        padded: bool | None = None,
     ) -> None:
         if draws < 1:
             raise ValueError(f"draws must be >= 1, got {draws}")
@@ -114,6 +140,7 @@ class Wav2VecScorer:
         self.draws = draws
         self.seed = seed
         self.dtype = dtype
+        self.padded = self.device.type != "cpu" if padded is None else bool(padded)
         autocast_context(self.device, dtype)  # validate early
         self.min_samples = int(model.min_samples)
         self._weights_hash: str | None = None
@@ -138,21 +165,15 @@ class Wav2VecScorer:
     @torch.inference_mode()
     def score(self, wavs: Tensor, lengths: Tensor | None = None, keys: Sequence[str] | None = None) -> dict[str, Tensor]:
         """Quality-oriented scores ``{measure: [B]}`` (float32, CPU) for ``wavs [B, time]`` at 16 kHz."""
-        if wavs.ndim != 2:
-            raise ValueError(f"wavs must be [batch, time], got {tuple(wavs.shape)}")
+        lengths, keys = check_batch(wavs, lengths, keys)
         batch = wavs.shape[0]
-        if lengths is None:
-            lengths = torch.full((batch,), wavs.shape[1], dtype=torch.long)
-        keys = list(keys) if keys is not None else [str(i) for i in range(batch)]
-        if len(keys) != batch:
-            raise ValueError(f"got {len(keys)} keys for a batch of {batch}")
         short = [(k, int(n)) for k, n in zip(keys, lengths.tolist()) if n < self.min_samples]
         if short:
             raise ValueError(
                 f"inputs shorter than the model's minimum of {self.min_samples} samples: "
                 + ", ".join(f"{k} ({n})" for k, n in short)
             )
-        if self.device.type == "cpu" and batch > 1:
+        if not self.padded and batch > 1:
             # CPU conv/matmul kernels sum in an order that depends on the tensor sizes, so a clip's
             # scores would change in the last bits with the batch it lands in. Scoring each clip
             # alone makes them bit-identical whatever the batching, and on CPU it costs nothing
@@ -171,12 +192,22 @@ class Wav2VecScorer:
             z, _, predictions, frame_lengths = self.model.encode(wavs, lengths)
         z, predictions = z.float(), predictions.float()
         generators = [torch.Generator().manual_seed(key_seed(self.seed, k)) for k in keys]
+        # All draws in one contrastive pass: the frame-pair scores (O(frames^2) per step) are computed
+        # once and each draw picks its own distractors from them. The negatives are drawn draw by draw
+        # from the same generators as one pass per draw would, so the scores are the same bit for bit.
+        n = self.model.num_negatives
+        negatives = [self.model.sample_negatives(frame_lengths, z.shape[-1], generators, "uniform") for _ in range(self.draws)]
+        logits, mask = self.model.contrastive_logits(z, predictions, frame_lengths, torch.cat(negatives, dim=-1))
+        # Measures of every draw in one call: the draws stacked along the batch axis ([D*B, K, T, 1+N]).
+        draws = torch.cat([torch.cat([logits[..., :1], logits[..., 1 + d * n : 1 + (d + 1) * n]], dim=-1)
+                           for d in range(self.draws)])
+        per_draw = compute_measures(draws, mask.repeat(self.draws, 1, 1), self.measures)
         total: dict[str, Tensor] = {}
-        for _ in range(self.draws):
-            negatives = self.model.sample_negatives(frame_lengths, z.shape[-1], generators, "uniform")
-            logits, mask = self.model.contrastive_logits(z, predictions, frame_lengths, negatives)
-            for name, value in compute_measures(logits, mask, self.measures).items():
-                total[name] = total[name] + value if name in total else value
+        for name, value in per_draw.items():
+            parts = value.view(self.draws, -1)  # [D, B]
+            total[name] = parts[0]
+            for d in range(1, self.draws):
+                total[name] = total[name] + parts[d]
         return {n: v.cpu() / self.draws for n, v in oriented(total).items()}
 
 
@@ -214,7 +245,7 @@ def plan_batches(lengths: Sequence[int], max_batch_samples: int) -> list[list[in
 
 def score_files(
     scorer: Scorer,
-    files: Sequence[tuple[str, str | os.PathLike]],
+    files: Sequence[tuple[str, str | os.PathLike] | tuple[str, str | os.PathLike, str | os.PathLike]],
     *,
     cache=None,
     max_batch_seconds: float = 120.0,
@@ -230,20 +261,26 @@ def score_files(
     empty, NaN, shorter than ``scorer.min_samples``) raises :class:`AudioError` naming the file, or,
     with ``skip_bad``, is counted in ``ScoreRun.skipped``. Resampling and downmixing are counted in
     ``ScoreRun.notes``. The key seeds the utterance's negatives: use a stable name (the file name).
+    A scorer with ``needs_reference`` takes ``(key, path, clean reference path)`` triples; the
+    reference is loaded beside the clip and is part of the cache key.
     """
     from tqdm.auto import tqdm
 
     run = ScoreRun()
-    todo: list[tuple[str, Path, str | None]] = []
-    for key, path in files:
-        path = Path(path)
-        file_key = cache.file_key(path) if cache is not None else None
+    intrusive = bool(getattr(scorer, "needs_reference", False))
+    todo: list[tuple[str, Path, Path | None, str | None]] = []
+    for entry in files:
+        key, path = entry[0], Path(entry[1])
+        reference = Path(entry[2]) if intrusive else None
+        if intrusive and len(entry) < 3:
+            raise ValueError(f"{scorer.name} needs (key, path, reference) triples, got {entry!r}")
+        file_key = cache.file_key(path, reference) if cache is not None else None
         hit = cache.get(file_key) if cache is not None and file_key is not None else None
         if hit is not None and all(m in hit for m in scorer.measures):
             run.scores[key] = {m: hit[m] for m in scorer.measures}
             run.cached += 1
         else:
-            todo.append((key, path, file_key))
+            todo.append((key, path, reference, file_key))
 
     def fail(key: str, path: Path, reason: str) -> None:
         if not skip_bad:
@@ -251,44 +288,56 @@ def score_files(
         log.warning("skipping %s: %s", path, reason)
         run.skipped.append(Skip(key, str(path), reason))
 
+    def load(key: str, path: Path) -> Tensor | None:
+        try:
+            wave = load_audio(path, scorer.sample_rate)
+        except AudioError as err:
+            fail(key, path, err.problem)
+            return None
+        for note in wave.notes:
+            run.notes[note] += 1
+        if wave.samples.numel() < scorer.min_samples:
+            fail(
+                key, path,
+                f"too short: {wave.samples.numel()} samples at {scorer.sample_rate} Hz, "
+                f"the model needs at least {scorer.min_samples}",
+            )
+            return None
+        return wave.samples
+
     # Plan batches from headers (no decoding); estimated lengths at the scorer's rate.
-    sized: list[tuple[str, Path, str | None, int]] = []
-    for key, path, file_key in todo:
+    sized: list[tuple[str, Path, Path | None, str | None, int]] = []
+    for key, path, reference, file_key in todo:
         try:
             info = audio_info(path)
         except AudioError as err:
             fail(key, path, err.problem)
             continue
-        sized.append((key, path, file_key, int(info.frames * scorer.sample_rate / max(info.sample_rate, 1))))
+        sized.append((key, path, reference, file_key, int(info.frames * scorer.sample_rate / max(info.sample_rate, 1))))
     budget = int(max_batch_seconds * scorer.sample_rate)
-    batches = plan_batches([s[3] for s in sized], budget)
+    batches = plan_batches([s[4] for s in sized], budget)
+    take_notes = getattr(scorer, "take_notes", None)
     bar = tqdm(total=len(sized), desc=desc or scorer.name, unit="clip", disable=not progress, leave=False)
     try:
         for batch in batches:
-            keys, waves, file_keys, names = [], [], [], []
+            keys, waves, refs, file_keys, names = [], [], [], [], []
             for i in batch:
-                key, path, file_key, _ = sized[i]
-                try:
-                    wave = load_audio(path, scorer.sample_rate)
-                except AudioError as err:
-                    fail(key, path, err.problem)
+                key, path, reference, file_key, _ = sized[i]
+                wave = load(key, path)
+                if wave is None:
                     continue
-                for note in wave.notes:
-                    run.notes[note] += 1
-                if wave.samples.numel() < scorer.min_samples:
-                    fail(
-                        key, path,
-                        f"too short: {wave.samples.numel()} samples at {scorer.sample_rate} Hz, "
-                        f"the model needs at least {scorer.min_samples}",
-                    )
-                    continue
+                if reference is not None:
+                    clean = load(key, reference)
+                    if clean is None:
+                        continue
+                    refs.append(clean)
                 keys.append(key)
-                waves.append(wave.samples)
+                waves.append(wave)
                 file_keys.append(file_key)
                 names.append(utterance_key(path))
             if keys:
                 wavs, lengths = pad_right(waves)
-                values = scorer.score(wavs, lengths, names)
+                values = scorer.score(wavs, lengths, names, references=refs) if intrusive else scorer.score(wavs, lengths, names)
                 entries = {}
                 for j, key in enumerate(keys):
                     row = {m: float(values[m][j]) for m in scorer.measures}
@@ -298,6 +347,8 @@ def score_files(
                 if cache is not None and entries:
                     cache.put_many(entries)
                 run.computed += len(keys)
+                if take_notes is not None:
+                    run.notes.update(take_notes())
             bar.update(len(batch))
             if on_batch is not None:
                 on_batch(len(batch))

@@ -6,20 +6,15 @@
   through an fsspec transaction whose temporary file lives in the system temp dir: the final move
   is a copy, not an atomic rename, whenever that is another filesystem, and nothing is fsynced.)
 - :class:`StepCheckpoint`: a checkpoint every N optimizer steps, at the end of training and on
-  SIGTERM; keeps the last K. :func:`find_latest_checkpoint` picks the newest complete one.
+  SIGTERM; keeps the last K, preemption checkpoints included (rules in :mod:`toolkit.checkpoints`).
 - :class:`ThroughputMonitor`: audio seconds processed per wall-clock second, all ranks together.
 - :class:`CollapseDetector`: flags the constant solution (candidate entropy with ~zero spread).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-import os
-import re
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,116 +24,33 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
+from toolkit import checkpoints
 from toolkit.audio import SAMPLE_RATE
 from toolkit.errors import ToolkitError
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_PATTERN = re.compile(r"^step-(\d+)\.ckpt$")
-# Test-only fault injection: seconds to sleep half-way through writing a checkpoint's bytes.
-SLEEP_ENV = "TOOLKIT_TEST_CHECKPOINT_WRITE_SLEEP"
-
 
 # --------------------------------------------------------------------------------------------
-# Atomic checkpoint files
+# Checkpoints (the rules live in toolkit.checkpoints)
 # --------------------------------------------------------------------------------------------
-
-
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj)`` to ``path`` via a temporary file in the same directory + rename.
-
-    The bytes are fsynced before the rename and the directory after it, so after a crash ``path``
-    holds either the old content or the complete new one. ENOSPC becomes a :class:`ToolkitError`.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    data = buffer.getbuffer()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            sleep = _test_sleep(path.name)
-            if sleep > 0:
-                half = len(data) // 2
-                handle.write(data[:half])
-                handle.flush()
-                os.fsync(handle.fileno())
-                time.sleep(sleep)
-                handle.write(data[half:])
-            else:
-                handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if err.errno == 28:  # ENOSPC
-            raise ToolkitError(path, "no space left on device while writing the checkpoint") from None
-        raise
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _test_sleep(name: str) -> float:
-    """``TOOLKIT_TEST_CHECKPOINT_WRITE_SLEEP="SECONDS[:NAME_PART]"``: pause half-way through writing
-    checkpoints (those whose file name contains NAME_PART). Fault-injection for tests only."""
-    value = os.environ.get(SLEEP_ENV, "")
-    if not value:
-        return 0.0
-    seconds, _, part = value.partition(":")
-    return float(seconds) if part in name else 0.0
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint I/O through :func:`atomic_torch_save` (local paths)."""
+    """Lightning checkpoint I/O: writes through :func:`toolkit.checkpoints.atomic_torch_save`, reads
+    through :func:`toolkit.models.checkpoint.safe_torch_load` (the allow-listed ``weights_only`` load:
+    a resumed file that would run code, or a damaged one, is a one-line error naming it)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        atomic_torch_save(checkpoint, path)
+        checkpoints.atomic_torch_save(checkpoint, path)
 
+    def load_checkpoint(self, path: Any, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
+        # On CPU, always: Lightning copies the states into the module and moves the optimizer's.
+        from toolkit.models.checkpoint import safe_torch_load
 
-def checkpoint_step(path: str | os.PathLike) -> int | None:
-    """The step in a ``step-000001234.ckpt`` file name, else ``None``."""
-    match = CHECKPOINT_PATTERN.match(Path(path).name)
-    return int(match.group(1)) if match else None
-
-
-def is_complete_checkpoint(path: str | os.PathLike) -> bool:
-    """A torch zip archive whose central directory is present (a truncated file has none)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return len(archive.namelist()) > 0
-    except (OSError, zipfile.BadZipFile):
-        return False
-
-
-def list_checkpoints(dirpath: str | os.PathLike) -> list[Path]:
-    """``step-*.ckpt`` files in ``dirpath``, oldest step first."""
-    dirpath = Path(dirpath)
-    if not dirpath.is_dir():
-        return []
-    found = [(checkpoint_step(p), p) for p in dirpath.iterdir() if checkpoint_step(p) is not None]
-    return [p for _, p in sorted(found)]
-
-
-def find_latest_checkpoint(dirpath: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint in ``dirpath`` (skipping any damaged one), or ``None``."""
-    for path in reversed(list_checkpoints(dirpath)):
-        if is_complete_checkpoint(path):
-            return path
-        log.warning("ignoring incomplete checkpoint %s", path)
-    return None
+        return safe_torch_load(path)
 
 
 class StepCheckpoint(pl.Callback):
@@ -146,7 +58,9 @@ class StepCheckpoint(pl.Callback):
 
     Files are ``<dirpath>/step-<global step, 9 digits>.ckpt``, written once (by global rank 0)
     through the trainer's checkpoint I/O (:class:`AtomicCheckpointIO` under ``toolkit pretrain``).
-    Older files are deleted only after the new one is complete.
+    Older files are deleted only after the new one is complete: the newest ``keep_last`` of the
+    run's checkpoints are kept, counting the preemption checkpoints (``<root>/hpc_ckpt_*.ckpt``) too
+    (:func:`toolkit.checkpoints.prune_checkpoints`).
 
     Args:
         dirpath: Where to write; default ``<trainer.default_root_dir>/checkpoints``.
@@ -171,13 +85,15 @@ class StepCheckpoint(pl.Callback):
         self.keep_last = keep_last
         self.save_on_sigterm = save_on_sigterm
         self._last_saved_step: int | None = None
+        self._root_dir: str | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._root_dir = trainer.default_root_dir
         if self.dirpath is None:
-            self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
+            self.dirpath = str(checkpoints.run_folders(trainer.default_root_dir)[0])
 
     def checkpoint_path(self, step: int) -> Path:
-        return Path(self.dirpath) / f"step-{step:09d}.ckpt"
+        return Path(self.dirpath) / checkpoints.step_file_name(step)
 
     def save(self, trainer: pl.Trainer) -> Path:
         step = int(trainer.global_step)
@@ -190,13 +106,8 @@ class StepCheckpoint(pl.Callback):
         return path
 
     def _prune(self) -> None:
-        for path in list_checkpoints(self.dirpath)[: -self.keep_last]:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        for tmp in Path(self.dirpath).glob(".step-*.ckpt.*.tmp"):
-            if not _pid_alive(tmp):
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
+        folders = checkpoints.run_folders(self._root_dir or Path(self.dirpath).parent, self.dirpath)
+        checkpoints.prune_checkpoints(folders, self.keep_last)
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -221,23 +132,6 @@ class StepCheckpoint(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._last_saved_step = state_dict.get("last_saved_step")
-
-
-def _pid_alive(tmp: Path) -> bool:
-    """Whether the writer of ``.<name>.<pid>.tmp`` is still running on this host."""
-    try:
-        pid = int(tmp.name.rsplit(".", 2)[-2])
-    except (ValueError, IndexError):
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,8 +19,9 @@ Example:
       --data.train_shards 'shards/singing/shard-{000000..000099}.tar' \\
       --trainer.default_root_dir runs/singing
 
-Resuming: a rerun of the same command continues from the newest complete checkpoint in
-<trainer.default_root_dir>/checkpoints (`--resume auto`, the default); `--resume PATH` names one,
+Resuming: a rerun of the same command continues from the newest complete checkpoint of the run
+(`--resume auto`, the default: highest step among <trainer.default_root_dir>/checkpoints/step-*.ckpt
+and the preemption checkpoints <trainer.default_root_dir>/hpc_ckpt_*.ckpt); `--resume PATH` names one,
 `--resume none` starts afresh. Model, Adam, schedule, global step, counters and the data stream's
 position are restored (see toolkit/training/__init__.py).
 W&B logs offline by default (`wandb sync` later); `--logging.wandb online` (or WANDB_API_KEY in the
@@ -142,7 +143,7 @@ def _cli_class():
                 "--resume",
                 type=str,
                 default="auto",
-                help="auto: newest complete checkpoint in the checkpoint folder, if any; none; or a .ckpt path",
+                help="auto: the run's newest complete checkpoint (highest step; hpc_ckpt_* included), if any; none; or a .ckpt path",
             )
             parser.add_lightning_class_args(StepCheckpoint, "checkpoint")
             parser.add_lightning_class_args(CollapseDetector, "collapse")
@@ -164,20 +165,41 @@ def _cli_class():
     return PretrainCLI
 
 
-def resolve_resume(option: str | None, checkpoint_dir: str) -> str | None:
-    """The checkpoint to resume from for ``--resume`` (``auto``, ``none`` or a path)."""
-    from toolkit.training.callbacks import find_latest_checkpoint, is_complete_checkpoint
+def resolve_resume(option: str | None, checkpoint_dir: str, root_dir: str | None = None) -> str | None:
+    """The checkpoint to resume from for ``--resume`` (``auto``, ``none`` or a path).
 
-    if option is None or option.lower() in ("none", "no", "false", ""):
+    ``auto``: the newest complete checkpoint of the run (highest step, periodic ones in
+    ``checkpoint_dir`` and preemption ones in ``root_dir``), or ``None`` if there is none
+    (:func:`toolkit.checkpoints.newest_in_run`, the same rule a requeued SLURM job uses).
+    """
+    from toolkit.checkpoints import is_complete_checkpoint, newest_in_run
+
+    if option is None or option.lower() in ("none", "no", "false", "never", ""):
         return None
     if option.lower() == "auto":
-        found = find_latest_checkpoint(checkpoint_dir)
+        found = newest_in_run(root_dir or os.path.dirname(os.path.abspath(checkpoint_dir)), checkpoint_dir)
         return None if found is None else str(found)
     if not os.path.isfile(option):
         raise ToolkitError(option, "no such checkpoint (--resume)")
     if not is_complete_checkpoint(option):
         raise ToolkitError(option, "incomplete or corrupt checkpoint (--resume)")
     return option
+
+
+def refuse_fresh_start_over_checkpoints(root_dir: str, checkpoint_dir: str) -> None:
+    """A run that starts afresh must not share its folder with an earlier run's checkpoints.
+
+    Pruning would count them with the new ones, ``--resume auto`` would later pick the higher step
+    of either run, and under SLURM Lightning resumes a preemption checkpoint by itself whatever
+    ``--resume`` says.
+    """
+    from toolkit.checkpoints import list_checkpoints, run_folders
+
+    found = list_checkpoints(*run_folders(root_dir, checkpoint_dir))
+    if found:
+        raise ToolkitError(root_dir, f"already holds {len(found)} checkpoint(s) of an earlier run (newest "
+                           f"{found[-1].name}): resume it (--resume auto) or start in a new "
+                           "trainer.default_root_dir")
 
 
 def _one_line(err: BaseException) -> str:
@@ -208,7 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ckpt_dir = next(
         (cb.dirpath for cb in trainer.callbacks if isinstance(cb, StepCheckpoint) and cb.dirpath), None
     ) or os.path.join(trainer.default_root_dir, "checkpoints")
-    ckpt_path = resolve_resume(cli.config.get("resume"), ckpt_dir)
+    ckpt_path = resolve_resume(cli.config.get("resume"), ckpt_dir, trainer.default_root_dir)
+    if ckpt_path is None:
+        refuse_fresh_start_over_checkpoints(trainer.default_root_dir, ckpt_dir)
     if ckpt_path and trainer.is_global_zero:
         print(f"resuming from {ckpt_path}", file=sys.stderr)
     from pytorch_lightning.utilities.exceptions import SIGTERMException
