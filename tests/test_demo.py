@@ -10,7 +10,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from toolkit.demo import demo, find_default_checkpoint, format_table, severity_rows
+from toolkit.degrade.report import format_table, severity_rows
+from toolkit.demo import demo, find_default_checkpoint
 from toolkit.errors import CheckpointError, ToolkitError
 from toolkit.models.checkpoint import save_model
 from toolkit.models.wav2vec import build_preset
@@ -89,6 +90,7 @@ def test_demo_smoke_with_checkpoint(tmp_path, capsys):
         measures=MEASURES,
         n_boot=50,
         progress=False,
+        references=(),
     )
     printed = capsys.readouterr().out
     assert "SYNTHETIC" in printed and str(ckpt) in printed
@@ -116,7 +118,25 @@ def test_demo_smoke_with_checkpoint(tmp_path, capsys):
 
 
 @needs_piper
-def test_demo_uses_embedded_default_then_pretrains_without_one(tmp_path, capsys):
+def test_demo_shows_reference_predictors_beside_the_model(tmp_path, capsys):
+    for module in ("pesq", "pystoi", "speechmos"):
+        pytest.importorskip(module, reason="the [references] extra is not installed")
+    result = demo(tmp_path / "out", checkpoint=tiny_checkpoint(tmp_path / "tiny.pt"), sentences=1, levels=3,
+                  types="noise", draws=1, measures=MEASURES[:1], n_boot=20, progress=False,
+                  references=("dnsmos", "pesq", "stoi"))
+    roles = {r["scorer"]: r["role"] for r in result.rows}
+    assert roles == {"model": "model", "random-init": "control", "acoustic": "control",
+                     "dnsmos": "reference", "pesq": "reference", "stoi": "reference"}
+    assert "pesq: best" in result.summary and "Reference predictors" in result.summary
+    index = {(r["scorer"], r["measure"], r["type"]): r for r in result.rows}
+    # Intrusive references see added noise grow: each level is further from the clean clip.
+    assert index[("pesq", "pesq.wb.higher_better", "noise")]["srcc"] == pytest.approx(1.0)
+    assert index[("stoi", "stoi.higher_better", "noise")]["srcc"] == pytest.approx(1.0)
+    capsys.readouterr()
+
+
+@needs_piper
+def test_demo_uses_the_embedded_default_and_refuses_to_run_without_one(tmp_path, capsys):
     default = tmp_path / "assets"
     default.mkdir()
     tiny_checkpoint(default / "model.pt")
@@ -131,6 +151,7 @@ def test_demo_uses_embedded_default_then_pretrains_without_one(tmp_path, capsys)
         n_boot=20,
         default_dir=default,
         progress=False,
+        references=(),
     )
     assert result.model["kind"] == "embedded-default"
     assert "embedded default model" in result.summary and "MODEL_CARD.md" in result.summary

@@ -27,17 +27,16 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from toolkit.degrade import DEGRADATIONS, degrade_files, parse_types, read_manifest, severity_srcc
+from toolkit.degrade import DEGRADATIONS, degrade_files, parse_types, read_manifest
+from toolkit.degrade.report import format_table, plot_heatmap, severity_rows
 from toolkit.errors import CheckpointError, ToolkitError
 from toolkit.io import atomic_write, write_json, write_text
 
@@ -126,122 +125,6 @@ def load_choice(path: str | os.PathLike, kind: str) -> ModelChoice:
 
 
 # --------------------------------------------------------------------------------------------------
-# Tables
-
-
-def severity_rows(
-    scores: dict[str, dict[str, float]],
-    keyed_rows: dict[str, tuple[str, str, int]],
-    scorer: str,
-    role: str,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> list[dict]:
-    """Tidy rows (scorer, measure, type, srcc, ci, pooled...) for one scorer's ``{key: {measure: value}}``."""
-    keys = [k for k in keyed_rows if k in scores]
-    if not keys:
-        return []
-    clean_ids = [keyed_rows[k][0] for k in keys]
-    types = [keyed_rows[k][1] for k in keys]
-    severity = [keyed_rows[k][2] for k in keys]
-    rows = []
-    for measure in scores[keys[0]]:
-        values = [scores[k][measure] for k in keys]
-        for name, r in severity_srcc(values, severity, clean_ids, types, bootstrap=n_boot, seed=seed).items():
-            rows.append(
-                {
-                    "scorer": scorer,
-                    "role": role,
-                    "measure": measure,
-                    "type": name,
-                    "srcc": r.srcc,
-                    "ci_low": r.ci_low,
-                    "ci_high": r.ci_high,
-                    "pooled": r.pooled,
-                    "clips": r.clips,
-                    "rows": r.rows,
-                    "constant_clips": r.constant_clips,
-                }
-            )
-    return rows
-
-
-def _cell(row: dict | None, label: str = "") -> str:
-    if row is None or not math.isfinite(row["srcc"]):
-        return "n/a"
-    text = f"{row['srcc']:+.2f} [{row['ci_low']:+.2f},{row['ci_high']:+.2f}]"
-    return f"{text} {label}".rstrip()
-
-
-def format_table(rows: Sequence[dict], types: Sequence[str], model_name: str, measures: Sequence[str]) -> str:
-    """A fixed-width table: one line per type; the model's headline measures, then the controls.
-
-    Controls are shown at their *best* (largest |SRCC| over their measures, named), which favours
-    them: a claim for the model has to clear that.
-    """
-    index = {(r["scorer"], r["measure"], r["type"]): r for r in rows}
-
-    def best(scorer: str, name: str) -> str:
-        candidates = [
-            r for r in rows if r["scorer"] == scorer and r["type"] == name and math.isfinite(r["srcc"])
-        ]
-        if not candidates:
-            return "n/a"
-        top = max(candidates, key=lambda r: abs(r["srcc"]))
-        return _cell(top, f"({top['measure']})")
-
-    headers = ["type", *[f"{model_name}: {m}" for m in measures], "random-init: best", "acoustic: best"]
-    lines = []
-    for name in types:
-        cells = [name] + [_cell(index.get((model_name, m, name))) for m in measures]
-        cells += [best("random-init", name), best("acoustic", name)]
-        lines.append(cells)
-    means = ["mean"]
-    for m in measures:
-        vals = [index[(model_name, m, t)]["srcc"] for t in types if (model_name, m, t) in index]
-        means.append(f"{np.mean(vals):+.2f}" if vals else "n/a")
-    means += ["", ""]
-    lines.append(means)
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *lines)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    out = [fmt.format(*headers), fmt.format(*["-" * w for w in widths])]
-    out += [fmt.format(*cells) for cells in lines]
-    return "\n".join(out)
-
-
-def plot_heatmap(
-    rows: Sequence[dict], types: Sequence[str], path: str | os.PathLike, model_name: str, title: str
-) -> None:
-    """SRCC heatmap: model headline measures, then every control measure (rows) x degradation types."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    index = {(r["scorer"], r["measure"], r["type"]): r["srcc"] for r in rows}
-    labels: list[tuple[str, str]] = [(model_name, m) for m in HEADLINE_MEASURES]
-    labels += [("random-init", m) for m in HEADLINE_MEASURES]
-    labels += sorted({(r["scorer"], r["measure"]) for r in rows if r["scorer"] == "acoustic"})
-    labels = [lab for lab in labels if any((lab[0], lab[1], t) in index for t in types)]
-    grid = np.array([[index.get((s, m, t), np.nan) for t in types] for s, m in labels])
-    fig, ax = plt.subplots(figsize=(1.0 * len(types) + 3.5, 0.42 * len(labels) + 1.8))
-    image = ax.imshow(grid, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(types)), types, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), [f"{s}: {m}" for s, m in labels])
-    for i in range(grid.shape[0]):
-        for j in range(grid.shape[1]):
-            if np.isfinite(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:+.2f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(image, ax=ax, label="SRCC with -severity (within clip)")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-# --------------------------------------------------------------------------------------------------
 # The demo
 
 
@@ -261,10 +144,13 @@ def demo(
     progress: bool = True,
     echo: Callable[[str], None] | None = print,
     bank: str | os.PathLike | None = None,
+    references: Sequence[str] | None = None,
 ) -> DemoResult:
     """Run the whole demo into ``output_dir`` and return its rows and the printed summary.
 
-    ``measures`` defaults to every registered measure. With ``bank`` (a reference bank from
+    ``measures`` defaults to every registered measure. ``references`` (default: every reference
+    predictor whose extra is installed, :func:`toolkit.scoring.references.available_references`)
+    are scored on the same clips and shown beside the model; ``()`` leaves them out. With ``bank`` (a reference bank from
     ``toolkit bank``), the measure chosen beyond the paper (:data:`toolkit.scoring.extensions.CHOSEN`)
     is scored too, for the model and the random-init control, and printed beside the paper's.
     """
@@ -319,11 +205,13 @@ def demo(
     result = degrade_files([c.path for c in clips], out / "degraded", types=names, levels=levels, seed=seed)
     rows = read_manifest(result.manifest)
     keyed = {f"{r.clean_id}/{Path(r.path).stem}": (r.clean_id, r.type, r.severity) for r in rows}
+    clean_of = {r.clean_id: Path(r.path) for r in rows if r.type == "clean"}  # PESQ's and STOI's reference
     dataset = MosDataset(
         "degradation-suite",
         "degradation",
         result.manifest,
-        [MosItem(f"{r.clean_id}/{Path(r.path).stem}", Path(r.path), r.mos, r.system) for r in rows],
+        [MosItem(f"{r.clean_id}/{Path(r.path).stem}", Path(r.path), r.mos, r.system, clean_of.get(r.clean_id))
+         for r in rows],
     )
     say(
         f"degraded: {len(rows)} clips ({len(clips)} clean x {len(names)} types x up to {levels} levels, plus clean)"
@@ -337,11 +225,18 @@ def demo(
         from toolkit.scoring.extensions import CHOSEN, merge_extension_scores
 
         beyond = {"extensions": [CHOSEN[0]], "bank": bank}
+    if references is None:
+        from toolkit.scoring.references import available_references
+
+        references = available_references()
+    if references:
+        say(f"reference predictors: {', '.join(references)}")
     evaluation = evaluate(
         [(choice.name, choice.model, choice.step)],
         [dataset],
         measures,
         controls=["random-init", "acoustic"],
+        references=references,
         output_dir=out / "evaluate",
         draws=draws,
         seed=seed,
@@ -357,7 +252,9 @@ def demo(
     # 5. SRCC against severity per type.
     t0 = time.perf_counter()
     table_rows: list[dict] = []
-    for scorer, role in ((choice.name, "model"), ("random-init", "control"), ("acoustic", "control")):
+    roles = [(choice.name, "model"), ("random-init", "control"), ("acoustic", "control")]
+    roles += [(name, "reference") for name in references]
+    for scorer, role in roles:
         scores = evaluation.scores.get((scorer, dataset.name), {})
         if beyond:
             scores = merge_extension_scores(evaluation.scores, scorer, dataset.name)
@@ -368,7 +265,7 @@ def demo(
         for m in HEADLINE_MEASURES + ((CHOSEN[1],) if beyond else ())
         if any(r["measure"] == m and r["scorer"] == choice.name for r in table_rows)
     ]
-    table = format_table(table_rows, present, choice.name, headline)
+    table = format_table(table_rows, present, choice.name, headline, [name for name, role in roles[1:]])
     header = (
         "Degradation demo: SRCC between each score and the known quality order (-severity), mean over "
         f"{len(clips)} clean clips of the within-clip SRCC [95% bootstrap CI]; +1 = the score falls exactly as "
@@ -377,6 +274,8 @@ def demo(
         f"Model: {choice.description}\n"
         f"Controls: the same architecture with seeded random weights ('random-init') and trivial acoustic features; "
         "controls are shown at their best measure per type (named), which favours them."
+        + (f"\nReference predictors (toolkit evaluate --reference): {', '.join(references)}, also at their best "
+           "measure per type; pesq and stoi compare each clip with its clean version (intrusive)." if references else "")
     )
     summary = header + "\n\n" + table
     _write_outputs(out, table_rows, summary, choice, synthesis, timings, levels, seed, present)
@@ -386,6 +285,7 @@ def demo(
         out / "severity_srcc.png",
         choice.name,
         f"SRCC with -severity, synthetic speech ({synthesis['engine']}); model: {choice.kind}",
+        HEADLINE_MEASURES,
     )
     timings["analysis"] = time.perf_counter() - t0
     say("")
@@ -463,6 +363,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bank", default=None,
                         help="reference bank (toolkit bank): also print the measure chosen beyond the paper")
+    parser.add_argument("--no-references", action="store_true",
+                        help="leave out the reference predictors (shown by default when the [references] extra "
+                             "is installed: scripts/setup.sh --references)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -479,6 +382,7 @@ def run(args: argparse.Namespace) -> int:
         measures=args.measures,
         progress=not args.no_progress,
         bank=args.bank,
+        references=() if args.no_references else None,
     )
     print("timings (s): " + ", ".join(f"{k} {v:g}" for k, v in result.seconds.items()))
     return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.demo import severity_rows
+from toolkit.degrade.report import severity_rows
 from toolkit.scoring.datasets import MosDataset, MosItem, load_dataset
 from toolkit.scoring.evaluate import evaluate
 from toolkit.scoring.extensions import merge_extension_scores
