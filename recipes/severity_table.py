@@ -1,0 +1,115 @@
+"""Per degradation type: SRCC of each scorer against the known severity, from a `toolkit evaluate` run.
+
+The last step of a recipe evaluated on a held-out degradation set (`toolkit degrade` output, given to
+`toolkit evaluate` as ``csv:DIR/manifest.csv``): `toolkit evaluate` reports the pooled SRCC against the
+pseudo-MOS; this adds the per-type view (mean within-clip SRCC against -severity, bootstrap interval
+over clean clips; the same analysis as `toolkit demo`, in ``toolkit.degrade.severity_srcc``).
+
+    python recipes/severity_table.py RESULTS_DIR DATASET_NAME DIR/manifest.csv [--measure p_pos.mean]
+
+Writes RESULTS_DIR/severity_<DATASET_NAME>.csv (every scorer x measure x type) and prints a Markdown
+table for --measure: one column per scorer, a row per type, then the mean over types and the worst
+type. The acoustic control is shown at its best feature by mean over types (chosen after the fact,
+which favours the control).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from pathlib import Path
+
+from toolkit.degrade import read_manifest, severity_srcc
+from toolkit.io import atomic_write
+
+FIELDS = ["scorer", "measure", "type", "srcc", "ci_low", "ci_high", "pooled", "clips"]
+
+
+def scorer_rows(scores_csv: Path, manifest: Path, scorer: str, bootstrap: int = 1000) -> list[dict]:
+    """Every measure of one scorer's per-clip scores, per degradation type."""
+    base = manifest.parent
+    keyed = {
+        str(Path(r.path).relative_to(base).with_suffix("")): (r.clean_id, r.type, r.severity)
+        for r in read_manifest(manifest)
+    }
+    with open(scores_csv, newline="", encoding="utf-8") as handle:
+        table = [rec for rec in csv.DictReader(handle) if rec["utt_id"] in keyed]
+    if not table:
+        return []
+    measures = [m for m in table[0] if m not in ("utt_id", "system", "mos")]
+    clean_ids, types, severity = zip(*(keyed[rec["utt_id"]] for rec in table))
+    rows = []
+    for measure in measures:
+        values = [float(rec[measure]) if rec[measure] not in ("", "nan") else math.nan for rec in table]
+        for name, r in severity_srcc(values, severity, clean_ids, types, bootstrap=bootstrap).items():
+            rows.append({"scorer": scorer, "measure": measure, "type": name, "srcc": r.srcc, "ci_low": r.ci_low,
+                         "ci_high": r.ci_high, "pooled": r.pooled, "clips": r.clips})
+    return rows
+
+
+def markdown(rows: list[dict], measure: str) -> str:
+    """Types x scorers at ``measure`` (acoustic: its best feature by mean over types)."""
+    def order(name: str) -> tuple:
+        digits = "".join(c for c in name if c.isdigit())
+        return (0, int(digits)) if name.startswith("step-") and digits else (1, name)
+
+    scorers = sorted(dict.fromkeys(r["scorer"] for r in rows), key=order)
+    types = list(dict.fromkeys(r["type"] for r in rows))
+    columns: dict[str, dict[str, dict]] = {}
+    for scorer in scorers:
+        mine = [r for r in rows if r["scorer"] == scorer]
+        chosen = measure
+        if scorer == "acoustic":
+            means = {}
+            for m in dict.fromkeys(r["measure"] for r in mine):
+                vals = [r["srcc"] for r in mine if r["measure"] == m and math.isfinite(r["srcc"])]
+                means[m] = sum(vals) / len(vals) if vals else -math.inf
+            chosen = max(means, key=means.get)
+        columns[f"{scorer} {chosen}"] = {r["type"]: r for r in mine if r["measure"] == chosen}
+    head = "| type | " + " | ".join(columns) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + 1)]
+    for t in types:
+        cells = []
+        for col in columns.values():
+            r = col.get(t)
+            ok = r is not None and math.isfinite(r["srcc"])
+            cells.append(f"{r['srcc']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]" if ok else "n/a")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    means, worst = [], []
+    for col in columns.values():
+        vals = {t: r["srcc"] for t, r in col.items() if math.isfinite(r["srcc"])}
+        means.append(f"**{sum(vals.values()) / len(vals):+.2f}**" if vals else "n/a")
+        low = min(vals, key=vals.get) if vals else None
+        worst.append(f"{vals[low]:+.2f} ({low})" if low else "n/a")
+    lines.append("| **mean over types** | " + " | ".join(means) + " |")
+    lines.append("| worst type | " + " | ".join(worst) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="Example: python recipes/severity_table.py runs/zh/results zh-degraded "
+                                            "evalsets/zh-degraded/manifest.csv")
+    parser.add_argument("results", type=Path, help="a `toolkit evaluate --output` folder")
+    parser.add_argument("dataset", help="the dataset name in that run (the NAME= of its --dataset)")
+    parser.add_argument("manifest", type=Path, help="the degradation set's manifest.csv")
+    parser.add_argument("--measure", default="p_pos.mean", help="measure shown in the table")
+    args = parser.parse_args(argv)
+    rows = []
+    for scores in sorted((args.results / "scores").glob(f"*/{args.dataset}.csv")):
+        rows += scorer_rows(scores, args.manifest, scores.parent.name)
+    if not rows:
+        parser.error(f"no scores for {args.dataset} under {args.results / 'scores'}")
+    out = args.results / f"severity_{args.dataset}.csv"
+    with atomic_write(out, newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(markdown(rows, args.measure))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
