@@ -192,14 +192,21 @@ fi
 
 # 5. The adaptation curve: SRCC of each measure against the pretraining step, from the evaluation of
 #    every checkpoint (results.csv, plots/) and from training itself (adaptation/curve.csv).
-# Held-out degradation sets (csv:DIR/manifest.csv from `toolkit degrade`): SRCC per degradation type.
-for spec in "${EVAL[@]}"; do
-    name=${spec%%=*}; [[ $name == "$spec" ]] && name=""
-    body=${spec#*=}; [[ $body == csv:* ]] || continue
-    path=${body#csv:}; [[ -n $name ]] || name=$(basename "${path%.*}")
-    head -n 1 "$path" | grep -q clean_id || continue
-    "$PYTHON" "$HERE/severity_table.py" "$RESULTS" "$name" "$path" | tee "$RESULTS/severity_$name.md"
-done
+# Degradation sets (csv:DIR/manifest.csv from `toolkit degrade`): SRCC per degradation type.
+severity_tables() {  # RESULTS_DIR SPEC...
+    local out=$1 spec name body path; shift
+    for spec in "$@"; do
+        name=${spec%%=*}; [[ $name == "$spec" ]] && name=""
+        body=${spec#*=}; [[ $body == csv:* ]] || continue
+        path=${body#csv:}; [[ -n $name ]] || name=$(basename "${path%.*}")
+        head -n 1 "$path" | grep -q clean_id || continue
+        "$PYTHON" "$HERE/severity_table.py" "$out" "$name" "$path" | tee "$out/severity_$name.md"
+    done
+}
+if ((LOCAL)); then
+    severity_tables "$RESULTS" "${EVAL[@]}"
+    ((${#OFFDOMAIN[@]} == 0)) || severity_tables "$WORK/results-offdomain" "${OFFDOMAIN[@]}"
+fi
 echo "== results: $RESULTS/results.csv"
 ls "$RESULTS"/plots 2>/dev/null | sed 's/^/   plots: /' || true
 ls "$RUN"/adaptation 2>/dev/null | sed 's/^/   adaptation: /' || true
