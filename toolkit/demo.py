@@ -337,9 +337,14 @@ def _write_outputs(out, rows, summary, choice, synthesis, timings, levels, seed,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="folder for everything the demo writes")
-    parser.add_argument(
+    from toolkit.models.embedded import models_help
+
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
         "--checkpoint", default=None, help="score with this checkpoint instead of the embedded default"
     )
+    which.add_argument("--model", default=None, metavar="NAME",
+                       help=f"score with the embedded model NAME instead of the default ({models_help()})")
     parser.add_argument(
         "--sentences",
         type=int,
@@ -370,9 +375,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from toolkit.models.embedded import embedded_model
+
     result = demo(
         args.output,
-        checkpoint=args.checkpoint,
+        checkpoint=embedded_model(args.model).path if args.model else args.checkpoint,
         sentences=args.sentences,
         levels=args.levels,
         types=args.types,

@@ -70,6 +70,13 @@ def embedded_model(name: str, folder: str | os.PathLike = ASSETS) -> EmbeddedMod
     return models[name]
 
 
+def embedded_candidates(names: list[str], folder: str | os.PathLike = ASSETS) -> list[tuple[str, torch.nn.Module]]:
+    """``(name, model)`` for each shipped model named, as ``toolkit evaluate`` takes them."""
+    from toolkit.models.checkpoint import load_model
+
+    return [(name, load_model(embedded_model(name, folder).path)) for name in names]
+
+
 def models_help(folder: str | os.PathLike = ASSETS) -> str:
     """One line per shipped model for ``--help``: its name and the ``Use:`` line of its card."""
     return "; ".join(f"{m.name}: {m.use}" if m.use else m.name for m in embedded_models(folder).values())

@@ -11,6 +11,7 @@ Example:
         --dataset yourtts:../shared/data/mos/yourtts:PT --dataset answers:DIR/label.txt \\
         --control random-init --control acoustic --reference dnsmos --reference distillmos \\
         --output results/eval
+    toolkit evaluate --model zh --dataset csv:zh-degraded/manifest.csv --output results/zh
 
 Checkpoints are toolkit checkpoints, Lightning .ckpt files or fairseq wav2vec (v1) checkpoints;
 ``random:PRESET`` (``random:small``) is a seeded random-weights model of a preset. ``--reference``
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import ToolkitError
+from toolkit.models.embedded import embedded_candidates, models_help
 from toolkit.scoring import measures as M
 from toolkit.scoring.cache import ScoreCache
 from toolkit.scoring.candidates import CONTROLS, Candidate, make_candidates
@@ -199,6 +201,7 @@ def correlation_rows(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoints", nargs="*", metavar="CHECKPOINT",
                         help="checkpoint files (toolkit .pt, Lightning .ckpt, fairseq wav2vec), or random:PRESET")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME", help=f"an embedded model, scored under its name ({models_help()})")
     parser.add_argument("--dataset", action="append", required=True, metavar="SPEC", help=SPEC_HELP)
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--control", action="append", default=[], choices=CONTROLS,
@@ -250,9 +253,9 @@ def run(args: argparse.Namespace) -> int:
             raise ToolkitError(" and ".join(given), "only applies to --wav2vec2 models: add --wav2vec2 PATH or drop it")
     handicap = 0.0 if args.handicap is None else args.handicap
     passes = 1 if args.passes is None else args.passes
-    if not args.checkpoints and not args.control and not args.wav2vec2 and not args.reference:
-        raise ToolkitError("evaluate", "nothing to evaluate: give a CHECKPOINT, random:PRESET, a --control or a --reference")
-    checkpoints: list = list(args.checkpoints)
+    if not args.checkpoints and not args.model and not args.control and not args.wav2vec2 and not args.reference:
+        raise ToolkitError("evaluate", "nothing to evaluate: give a CHECKPOINT, --model NAME, random:PRESET, a --control or a --reference")
+    checkpoints: list = list(args.checkpoints) + embedded_candidates(args.model)
     for path in args.wav2vec2:
         from toolkit.scoring.wav2vec2 import Wav2Vec2CTCScorer, load_wav2vec2
 
