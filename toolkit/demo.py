@@ -20,6 +20,7 @@ Writes to DIR: ``clean/`` (synthetic speech), ``degraded/`` (graded set and mani
 Example:
   toolkit demo --output demo_out
   toolkit demo --output demo_out --checkpoint runs/pretrain/last.pt --sentences 20 --levels 5
+  toolkit demo --output demo_singing --model singing     # an embedded domain model, by name
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def embedded_candidates(names: list[str], folder: str | os.PathLike = ASSETS) ->
 
 def models_help(folder: str | os.PathLike = ASSETS) -> str:
     """One line per shipped model for ``--help``: its name and the ``Use:`` line of its card."""
-    return "; ".join(f"{m.name}: {m.use}" if m.use else m.name for m in embedded_models(folder).values())
+    return "; ".join(f"{m.name}: {m.use.rstrip('.')}" if m.use else m.name for m in embedded_models(folder).values())
 
 
 def save_embedded(model: torch.nn.Module, path: str | os.PathLike, *, step: int | None, source: str,
