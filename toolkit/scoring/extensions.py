@@ -39,7 +39,7 @@ from toolkit.scoring.bank import (
     utterance_measures,
 )
 from toolkit.scoring.measures import MEASURES
-from toolkit.scoring.scorer import Wav2VecScorer, autocast_context, resolve_device
+from toolkit.scoring.scorer import Wav2VecScorer, autocast_context, check_batch, resolve_device
 from toolkit.scoring.typicality import TYPICALITY_MEASURES, Typicality
 
 # The measure chosen by the protocol in docs/results.md ("Beyond the paper"): what the demo prints.
@@ -126,13 +126,7 @@ class ExtensionScorer:
     @torch.inference_mode()
     def score(self, wavs: Tensor, lengths: Tensor | None = None, keys: Sequence[str] | None = None) -> dict[str, Tensor]:
         """Quality-oriented scores ``{measure: [B]}`` (float32, CPU) for ``wavs [B, time]`` at 16 kHz."""
-        if wavs.ndim != 2:
-            raise ValueError(f"wavs must be [batch, time], got {tuple(wavs.shape)}")
-        if lengths is None:
-            lengths = torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long)
-        keys = list(keys) if keys is not None else [str(i) for i in range(wavs.shape[0])]
-        if len(keys) != wavs.shape[0]:
-            raise ValueError(f"got {len(keys)} keys for a batch of {wavs.shape[0]}")
+        lengths, keys = check_batch(wavs, lengths, keys)
         rows = []
         for i, n in enumerate(lengths.tolist()):
             if n < self.min_samples:

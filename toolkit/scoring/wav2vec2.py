@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from toolkit.audio import SAMPLE_RATE
 from toolkit.errors import CheckpointError
-from toolkit.scoring.scorer import autocast_context, resolve_device, state_dict_hash
+from toolkit.scoring.scorer import autocast_context, check_batch, resolve_device, state_dict_hash
 
 MEASURES: dict[str, str] = {
     "ctc_entropy.mean": "mean over frames of the CTC posterior entropy (averaged over passes)",
@@ -136,10 +136,7 @@ class Wav2Vec2CTCScorer:
     @torch.inference_mode()
     def score(self, wavs: Tensor, lengths: Tensor | None = None, keys: Sequence[str] | None = None) -> dict[str, Tensor]:
         """Quality-oriented scores ``{measure: [B]}`` (minus the uncertainty) for ``wavs [B, time]``."""
-        if wavs.ndim != 2:
-            raise ValueError(f"wavs must be [batch, time], got {tuple(wavs.shape)}")
-        if lengths is None:
-            lengths = torch.full((wavs.shape[0],), wavs.shape[1], dtype=torch.long)
+        lengths, _ = check_batch(wavs, lengths, keys)
         wavs, lengths = wavs.to(self.device, torch.float32), lengths.to(self.device)
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         passes, frame_lengths = [], None
