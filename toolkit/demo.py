@@ -40,10 +40,12 @@ from toolkit.degrade import DEGRADATIONS, degrade_files, parse_types, read_manif
 from toolkit.degrade.report import format_table, plot_heatmap, severity_rows
 from toolkit.errors import CheckpointError, ToolkitError
 from toolkit.io import atomic_write, write_json, write_text
+from toolkit.models.embedded import ASSETS as EMBEDDED_ASSETS
+from toolkit.models.embedded import DEFAULT as EMBEDDED_DEFAULT
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "default"
+DEFAULT_MODEL_DIR = EMBEDDED_ASSETS / EMBEDDED_DEFAULT
 CHECKPOINT_SUFFIXES = (".pt", ".ckpt")
 HEADLINE_MEASURES = ("entropy.mean", "p_pos.mean", "loss_bce")
 DEMO_SENTENCES = 10
