@@ -45,7 +45,7 @@ from training_support import make_shards, read_metric, subprocess_env, synth_cli
 from toolkit.training.module import Wav2VecPretraining  # noqa: E402
 
 RATE = 16_000
-BATCHES = {"tiny": (8, 40_000), "small": (8, 40_000)}  # (crops, samples per crop): 8 x 2.5 s
+BATCHES = {"tiny": (8, 40_000), "small": (8, 40_000), "medium": (8, 40_000), "large": (8, 40_000)}  # 8 x 2.5 s each
 
 
 def timed(step, steps: int) -> tuple[float, float]:
