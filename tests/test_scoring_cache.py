@@ -88,3 +88,15 @@ def test_killed_run_resumes_from_cache(tmp_path, clips):
     fresh.compact()
     assert len(ScoreCache(tmp_path / "cache", scorer.fingerprint())) == 4
     assert len(list(fresh.dir.glob("shard-*.json"))) == 1
+
+
+def test_compact_keeps_the_entries_another_process_wrote(tmp_path):
+    """Two evaluations sharing a cache folder: compacting one must not delete the other's scores."""
+    fingerprint = {"scorer": "test"}
+    first, second = ScoreCache(tmp_path, fingerprint), ScoreCache(tmp_path, fingerprint)
+    first.put_many({"a": {"m": 1.0}})
+    second.put_many({"b": {"m": 2.0}})  # written after `first` was loaded
+    first.put_many({"c": {"m": 3.0}})
+    first.compact()
+    assert len(list(first.dir.glob("shard-*.json"))) == 1
+    assert ScoreCache(tmp_path, fingerprint)._entries == {"a": {"m": 1.0}, "b": {"m": 2.0}, "c": {"m": 3.0}}

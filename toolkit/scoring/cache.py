@@ -85,10 +85,14 @@ class ScoreCache:
         write_json(self.dir / f"shard-{uuid.uuid4().hex}.json", entries)
 
     def compact(self) -> None:
-        """Merge all shards into one (atomic write first, then delete the old shards)."""
+        """Merge all shards into one (atomic write first, then delete the old shards).
+
+        The shards are read again first: entries that another process (a second evaluation sharing
+        the cache) wrote since this cache was loaded go into the merged shard, not away with it."""
         old = sorted(self.dir.glob("shard-*.json"))
         if len(old) <= 1:
             return
+        self._load()
         merged = self.dir / f"shard-{uuid.uuid4().hex}.json"
         write_json(merged, self._entries)
         for shard in old:
