@@ -23,6 +23,10 @@ class ToolkitError(Exception):
     def __str__(self) -> str:
         return self.problem if self.path is None else f"{self.path}: {self.problem}"
 
+    def __reduce__(self):
+        # Rebuilt from (path, problem), so the error crosses from a worker process unchanged.
+        return type(self), (self.path, self.problem)
+
 
 class AudioError(ToolkitError):
     """An audio file that cannot be used (missing, unreadable, empty, NaN...)."""

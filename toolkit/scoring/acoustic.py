@@ -69,6 +69,7 @@ class AcousticScorer:
 
     sample_rate = SAMPLE_RATE
     min_samples = 1
+    workers = True  # score_files(jobs > 1) may score it in worker processes
 
     def __init__(self, features: Sequence[str] | None = None, name: str = "acoustic") -> None:
         features = list(features or FEATURES)

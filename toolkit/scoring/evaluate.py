@@ -11,7 +11,7 @@ Example:
         --dataset yourtts:../shared/data/mos/yourtts:PT --dataset answers:DIR/label.txt \\
         --control random-init --control acoustic --reference dnsmos --reference distillmos \\
         --output results/eval
-    toolkit evaluate --model zh --dataset csv:zh-degraded/manifest.csv --output results/zh
+    toolkit evaluate --model zh --dataset csv:zh-degraded/manifest.csv --output results/zh --jobs 2
 
 Checkpoints are toolkit checkpoints, Lightning .ckpt files or fairseq wav2vec (v1) checkpoints;
 ``random:PRESET`` (``random:small``) is a seeded random-weights model of a preset. ``--reference``
@@ -52,6 +52,7 @@ from toolkit.scoring.report import (
     write_outputs,
 )
 from toolkit.scoring.scorer import score_files
+from toolkit.scoring.workers import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ def evaluate(
     echo: Callable[[str], None] | None = print,
     extensions: Sequence[str] = (),
     bank: str | os.PathLike | None = None,
+    jobs: int = 1,
 ) -> EvaluationResult:
     """Evaluate N checkpoints (and controls) x M datasets x every selected measure.
 
@@ -94,7 +96,10 @@ def evaluate(
     score the clips whose :attr:`MosItem.reference` is set. ``limit`` scores a seeded random subset of each dataset.
     Writes everything to ``output_dir`` (nothing when ``None``) and returns the tidy rows.
     ``extensions`` (with ``bank``, a reference bank file) adds the toolkit's extensions beyond the
-    paper (:mod:`toolkit.scoring.extensions`) for every wav2vec candidate.
+    paper (:mod:`toolkit.scoring.extensions`) for every wav2vec candidate. ``jobs > 1`` scores on CPU
+    in that many worker processes of one thread each, with the same results (see
+    :func:`~toolkit.scoring.scorer.score_files`): the wav2vec checkpoints and controls; the
+    reference predictors, ``extensions`` and wav2vec 2.0 scorers run in this process.
     """
     start = time.perf_counter()
     check_references(references)  # a missing extra fails before any reading or scoring
@@ -134,7 +139,7 @@ def evaluate(
                 continue
             run = score_files(
                 scorer, files, cache=cache, max_batch_seconds=max_batch_seconds, skip_bad=skip_bad,
-                progress=progress, desc=f"{cand.name} / {ds.name}",
+                progress=progress, desc=f"{cand.name} / {ds.name}", jobs=jobs,
             )
             result.scores[(cand.name, ds.name)] = run.scores
             result.skipped += [
@@ -218,6 +223,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for negatives, subsets, bootstrap and random init")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     parser.add_argument("--bf16", action="store_true", help="run the network under bf16 autocast")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="worker processes scoring on CPU, one thread each (default: the usable cores, "
+                        f"here {usable_cores()}); 1 scores in this process. Same scores, outputs and cache whatever N; "
+                        "--reference, --extension and --wav2vec2 scorers and GPU runs use one process")
     parser.add_argument("--batch-seconds", type=float, default=120.0, help="audio per batch, padded (default 120 s)")
     parser.add_argument("--cache", default=None, help="score cache folder (default OUTPUT/cache); share it across runs")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the score cache")
@@ -251,6 +260,8 @@ def run(args: argparse.Namespace) -> int:
         given = [flag for flag, value in (("--handicap", args.handicap), ("--passes", args.passes)) if value is not None]
         if given:
             raise ToolkitError(" and ".join(given), "only applies to --wav2vec2 models: add --wav2vec2 PATH or drop it")
+    if args.jobs is not None and args.jobs < 1:
+        raise ToolkitError("--jobs", f"must be at least 1, got {args.jobs}")
     handicap = 0.0 if args.handicap is None else args.handicap
     passes = 1 if args.passes is None else args.passes
     if not args.checkpoints and not args.model and not args.control and not args.wav2vec2 and not args.reference:
@@ -269,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
         max_batch_seconds=args.batch_seconds, cache_dir=args.cache, use_cache=not args.no_cache,
         skip_bad=args.skip_bad, n_boot=args.bootstrap, limit=args.limit, wandb_mode=args.wandb_mode,
         plots=not args.no_plots, progress=not args.no_progress, extensions=args.extension, bank=args.bank,
+        jobs=usable_cores() if args.jobs is None else args.jobs,
     )
     print(f"results written to {args.output}/results.csv")
     return 0

@@ -56,6 +56,8 @@ def utterance_key(path: str | os.PathLike) -> str:
 # Optional scorer attributes that score_files honours:
 #   needs_reference = True   score(wavs, lengths, keys, references=[clean waveform per clip]) (PESQ, STOI)
 #   take_notes() -> Counter  notes counted while scoring ("pesq could not score the clip": 2)
+#   workers = True           score_files(jobs > 1) may send a pickled copy to worker processes (CPU only);
+#                            set where scores are checked to be the same as in one process
 
 
 def key_seed(seed: int, key: str) -> int:
@@ -119,6 +121,7 @@ class Wav2VecScorer:
     """
 
     sample_rate = SAMPLE_RATE
+    workers = True  # score_files(jobs > 1) may score it in worker processes (on CPU)
 
     def __init__(
         self,
@@ -253,6 +256,7 @@ def score_files(
     progress: bool = True,
     desc: str | None = None,
     on_batch: Callable[[int], None] | None = None,
+    jobs: int = 1,
 ) -> ScoreRun:
     """Score ``files`` (``(key, path)`` pairs) with ``scorer``; returns a :class:`ScoreRun`.
 
@@ -263,8 +267,16 @@ def score_files(
     ``ScoreRun.notes``. The key seeds the utterance's negatives: use a stable name (the file name).
     A scorer with ``needs_reference`` takes ``(key, path, clean reference path)`` triples; the
     reference is loaded beside the clip and is part of the cache key.
+
+    ``jobs > 1`` decodes and scores the batches in that many worker processes of one thread each
+    (:mod:`toolkit.scoring.workers`) when the scorer runs on CPU and says ``workers = True`` (the
+    wav2vec scorer and the acoustic control; others run here). The batches are
+    planned and merged here in the same order as with one process, and only this process writes
+    the cache, so scores, skips, notes, errors and cache are the same as with ``jobs=1``.
     """
     from tqdm.auto import tqdm
+
+    from toolkit.scoring.workers import ordered_map
 
     run = ScoreRun()
     intrusive = bool(getattr(scorer, "needs_reference", False))
@@ -282,11 +294,71 @@ def score_files(
         else:
             todo.append((key, path, reference, file_key))
 
+    # Plan batches from headers (no decoding); estimated lengths at the scorer's rate.
+    sized: list[tuple[str, Path, Path | None, str | None, int]] = []
+    for key, path, reference, file_key in todo:
+        try:
+            info = audio_info(path)
+        except AudioError as err:
+            if not skip_bad:
+                raise
+            run.skipped.append(_skip(key, path, err.problem))
+            continue
+        sized.append((key, path, reference, file_key, int(info.frames * scorer.sample_rate / max(info.sample_rate, 1))))
+    budget = int(max_batch_seconds * scorer.sample_rate)
+    batches = plan_batches([s[4] for s in sized], budget)
+    tasks = [([sized[i][:3] for i in batch], skip_bad) for batch in batches]
+    device = getattr(scorer, "device", None)
+    if not getattr(scorer, "workers", False) or (device is not None and torch.device(device).type != "cpu"):
+        jobs = 1  # workers are for CPU scorers checked to score the same there; one GPU is fed best by one process
+    bar = tqdm(total=len(sized), desc=desc or scorer.name, unit="clip", disable=not progress, leave=False)
+    try:
+        for batch, done in zip(batches, ordered_map(score_batch, scorer, tasks, jobs, what=desc or scorer.name)):
+            run.skipped += done.skipped
+            run.notes.update(done.notes)
+            file_keys = {sized[i][0]: sized[i][3] for i in batch}
+            entries = {}
+            for key, row in zip(done.keys, done.rows):
+                run.scores[key] = row
+                if file_keys[key] is not None:
+                    entries[file_keys[key]] = row
+            if cache is not None and entries:
+                cache.put_many(entries)
+            run.computed += len(done.keys)
+            bar.update(len(batch))
+            if on_batch is not None:
+                on_batch(len(batch))
+    finally:
+        bar.close()
+    return run
+
+
+def _skip(key: str, path: Path, reason: str) -> Skip:
+    log.warning("skipping %s: %s", path, reason)
+    return Skip(key, str(path), reason)
+
+
+@dataclass
+class BatchScores:
+    """What scoring one batch of files gives: scores per key (in batch order), skips and notes."""
+
+    keys: list[str] = field(default_factory=list)
+    rows: list[dict[str, float]] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
+    notes: Counter = field(default_factory=Counter)
+
+
+def score_batch(scorer: Scorer, task: tuple[Sequence[tuple[str, Path, Path | None]], bool]) -> BatchScores:
+    """Decode, check and score one batch ``(items, skip_bad)`` of ``(key, path, reference)`` items
+    (in this process or in a worker). A bad file raises :class:`AudioError` naming it, or with
+    ``skip_bad`` is a :class:`Skip`."""
+    items, skip_bad = task
+    out = BatchScores()
+
     def fail(key: str, path: Path, reason: str) -> None:
         if not skip_bad:
             raise AudioError(path, reason)
-        log.warning("skipping %s: %s", path, reason)
-        run.skipped.append(Skip(key, str(path), reason))
+        out.skipped.append(_skip(key, path, reason))
 
     def load(key: str, path: Path) -> Tensor | None:
         try:
@@ -294,64 +366,35 @@ def score_files(
         except AudioError as err:
             fail(key, path, err.problem)
             return None
-        for note in wave.notes:
-            run.notes[note] += 1
+        out.notes.update(wave.notes)
         if wave.samples.numel() < scorer.min_samples:
-            fail(
-                key, path,
-                f"too short: {wave.samples.numel()} samples at {scorer.sample_rate} Hz, "
-                f"the model needs at least {scorer.min_samples}",
-            )
+            fail(key, path, f"too short: {wave.samples.numel()} samples at {scorer.sample_rate} Hz, "
+                            f"the model needs at least {scorer.min_samples}")
             return None
         return wave.samples
 
-    # Plan batches from headers (no decoding); estimated lengths at the scorer's rate.
-    sized: list[tuple[str, Path, Path | None, str | None, int]] = []
-    for key, path, reference, file_key in todo:
-        try:
-            info = audio_info(path)
-        except AudioError as err:
-            fail(key, path, err.problem)
+    waves, refs, names = [], [], []
+    for key, path, reference in items:
+        wave = load(key, path)
+        if wave is None:
             continue
-        sized.append((key, path, reference, file_key, int(info.frames * scorer.sample_rate / max(info.sample_rate, 1))))
-    budget = int(max_batch_seconds * scorer.sample_rate)
-    batches = plan_batches([s[4] for s in sized], budget)
+        if reference is not None:
+            clean = load(key, reference)
+            if clean is None:
+                continue
+            refs.append(clean)
+        out.keys.append(key)
+        waves.append(wave)
+        names.append(utterance_key(path))
+    if not out.keys:
+        return out
+    wavs, lengths = pad_right(waves)
+    if getattr(scorer, "needs_reference", False):
+        values = scorer.score(wavs, lengths, names, references=refs)
+    else:
+        values = scorer.score(wavs, lengths, names)
+    out.rows = [{m: float(values[m][j]) for m in scorer.measures} for j in range(len(out.keys))]
     take_notes = getattr(scorer, "take_notes", None)
-    bar = tqdm(total=len(sized), desc=desc or scorer.name, unit="clip", disable=not progress, leave=False)
-    try:
-        for batch in batches:
-            keys, waves, refs, file_keys, names = [], [], [], [], []
-            for i in batch:
-                key, path, reference, file_key, _ = sized[i]
-                wave = load(key, path)
-                if wave is None:
-                    continue
-                if reference is not None:
-                    clean = load(key, reference)
-                    if clean is None:
-                        continue
-                    refs.append(clean)
-                keys.append(key)
-                waves.append(wave)
-                file_keys.append(file_key)
-                names.append(utterance_key(path))
-            if keys:
-                wavs, lengths = pad_right(waves)
-                values = scorer.score(wavs, lengths, names, references=refs) if intrusive else scorer.score(wavs, lengths, names)
-                entries = {}
-                for j, key in enumerate(keys):
-                    row = {m: float(values[m][j]) for m in scorer.measures}
-                    run.scores[key] = row
-                    if file_keys[j] is not None:
-                        entries[file_keys[j]] = row
-                if cache is not None and entries:
-                    cache.put_many(entries)
-                run.computed += len(keys)
-                if take_notes is not None:
-                    run.notes.update(take_notes())
-            bar.update(len(batch))
-            if on_batch is not None:
-                on_batch(len(batch))
-    finally:
-        bar.close()
-    return run
+    if take_notes is not None:
+        out.notes.update(take_notes())
+    return out
