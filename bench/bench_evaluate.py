@@ -8,15 +8,16 @@ run time (never into the repository), as a ``csv:`` dataset. Model: the embedded
 score cache, plots on, W&B off: what ``toolkit evaluate`` does.
 
 Each end-to-end run is ``toolkit.scoring.evaluate.evaluate`` in a fresh Python process importing
-the toolkit from its checkout (``--baseline``, then this one with ``--jobs 1`` and with ``--jobs N``,
-default the usable cores), with torch's default threads, as a user's ``toolkit evaluate`` runs.
+the toolkit from its checkout (``--baseline``, then this one with ``--jobs N``, default the usable
+cores, and with ``--with-jobs-1`` also ``--jobs 1``), with torch's default threads, as a user's ``toolkit evaluate`` runs.
 Wall time, and CPU time of the process and its workers (RUSAGE_CHILDREN), are measured from
 outside; the per-clip scores come back at full precision and are compared with the baseline's.
 The parts are also timed alone in this process with one thread (what one worker does): decoding +
 resampling, the model's forward pass, and the scorer. Wall time depends on the machine's load;
 run it under /work/runs/quiet.sh on the shared machine.
 
-    python bench/bench_evaluate.py --baseline ../base [--clips 384] [--jobs 2] [--no-parts] [--no-record]
+    python bench/bench_evaluate.py --baseline ../base [--clips 384] [--jobs 2] [--with-jobs-1] [--no-parts]
+        [--data ../shared/data/mos/yourtts] [--no-record]
 
 Appends a dated block to bench/RESULTS.md (unless --no-record).
 """
@@ -113,6 +114,7 @@ def main() -> int:
     parser.add_argument("--baseline", required=True, help="the checkout to compare with (e.g. a git worktree of f23016d)")
     parser.add_argument("--jobs", type=int, default=None, help="worker processes for this checkout (default: usable cores)")
     parser.add_argument("--no-parts", action="store_true", help="skip timing the parts alone")
+    parser.add_argument("--with-jobs-1", action="store_true", help="also run this checkout with --jobs 1 (in-process)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
@@ -130,7 +132,8 @@ def main() -> int:
         table_csv, seconds = make_wavs(Path(args.data), tmp / "data", args.clips)
         if not args.no_parts:
             rows += time_parts(tmp / "data" / "wav", model_path, args.draws, seconds)
-        runs = [("baseline", baseline, None), ("this, --jobs 1", REPO, 1), (f"this, --jobs {jobs}", REPO, jobs)]
+        runs = [("baseline", baseline, None)] + [("this, --jobs 1", REPO, 1)] * args.with_jobs_1 + [
+            (f"this, --jobs {jobs}", REPO, jobs)]
         for dtype in ("fp32", "bf16"):
             for label, repo, n in runs:
                 kw = {"checkpoint": str(model_path), "dataset": f"csv:{table_csv}", "draws": args.draws,
