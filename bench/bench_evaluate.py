@@ -108,7 +108,8 @@ def largest_difference(a: dict, b: dict) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "mos" / "yourtts"))
+    shared = Path(os.environ.get("TOOLKIT_SHARED", REPO.parent / "shared"))  # as tests/conftest.py finds it
+    parser.add_argument("--data", default=str(shared / "data" / "mos" / "yourtts"))
     parser.add_argument("--clips", type=int, default=384)
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--baseline", required=True, help="the checkout to compare with (e.g. a git worktree of f23016d)")
