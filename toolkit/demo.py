@@ -153,12 +153,14 @@ def demo(
 
     ``measures`` defaults to every registered measure. ``references`` (default: every reference
     predictor whose extra is installed, :func:`toolkit.scoring.references.available_references`)
-    are scored on the same clips and shown beside the model; ``()`` leaves them out. With ``bank`` (a reference bank from
-    ``toolkit bank``), the measure chosen beyond the paper (:data:`toolkit.scoring.extensions.CHOSEN`)
-    is scored too, for the model and the random-init control, and printed beside the paper's.
+    are scored on the same clips and shown beside the model; ``()`` leaves them out. The measure chosen
+    beyond the paper (:data:`toolkit.scoring.extensions.CHOSEN`) is scored too, for the model and the
+    random-init control, and printed beside the paper's: with the codebooks shipped for the embedded
+    default, or with ``bank`` (a reference bank from ``toolkit bank``) for any model.
     """
     from toolkit.scoring.datasets import MosDataset, MosItem
     from toolkit.scoring.evaluate import evaluate
+    from toolkit.scoring.extensions import CHOSEN, merge_extension_scores
     from toolkit.synth import SENTENCES, synthesize
 
     say = echo or (lambda _text: None)
@@ -223,11 +225,6 @@ def demo(
 
     # 4. Scores, with controls (the evaluator: batching, cache, skips).
     t0 = time.perf_counter()
-    beyond: dict = {}
-    if bank is not None:  # the chosen extension beyond the paper (docs/results.md, section 6)
-        from toolkit.scoring.extensions import CHOSEN, merge_extension_scores
-
-        beyond = {"extensions": [CHOSEN[0]], "bank": bank}
     if references is None:
         from toolkit.scoring.references import available_references
 
@@ -248,7 +245,10 @@ def demo(
         plots=False,
         progress=progress,
         echo=None,
-        **beyond,
+        # the measure chosen beyond the paper (docs/results.md, section 6), with the codebooks shipped for the
+        # embedded default and its random-init control, or ``bank``; a model with neither is left out of it
+        extensions=[CHOSEN[0]],
+        bank=bank,
     )
     timings["scoring"] = time.perf_counter() - t0
 
@@ -258,14 +258,12 @@ def demo(
     roles = [(choice.name, "model"), ("random-init", "control"), ("acoustic", "control")]
     roles += [(name, "reference") for name in references]
     for scorer, role in roles:
-        scores = evaluation.scores.get((scorer, dataset.name), {})
-        if beyond:
-            scores = merge_extension_scores(evaluation.scores, scorer, dataset.name)
+        scores = merge_extension_scores(evaluation.scores, scorer, dataset.name)
         table_rows += severity_rows(scores, keyed, scorer, role, n_boot=n_boot, seed=seed)
     present = [t for t in names if any(r["type"] == t for r in table_rows)]
     headline = [
         m
-        for m in HEADLINE_MEASURES + ((CHOSEN[1],) if beyond else ())
+        for m in HEADLINE_MEASURES + (CHOSEN[1],)
         if any(r["measure"] == m and r["scorer"] == choice.name for r in table_rows)
     ]
     table = format_table(table_rows, present, choice.name, headline, [name for name, role in roles[1:]])
@@ -370,7 +368,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--draws", type=int, default=2, help="negative draws averaged per clip (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bank", default=None,
-                        help="reference bank (toolkit bank): also print the measure chosen beyond the paper")
+                        help="reference bank (toolkit bank) for the measure chosen beyond the paper; default: the "
+                             "codebook shipped with the embedded default (another checkpoint needs one)")
     parser.add_argument("--no-references", action="store_true",
                         help="leave out the reference predictors (shown by default when the [references] extra "
                              "is installed: scripts/setup.sh --references)")

@@ -24,6 +24,7 @@ registered measure (:mod:`toolkit.scoring.measures`) prefixed ``bank:``, with th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -47,6 +48,8 @@ BANK_FORMAT = "toolkit-reference-bank"
 BANK_VERSION = 1
 COMBO_PARTS = ("p_pos.mean", "typ:z.mean")  # what ComboScorer standardises (fixed in advance)
 BANK_MEASURES = ("bank:p_pos.mean", "bank:entropy.mean")
+TENSORS = ("frames_z", "centroids_z", "centroids_c")
+SHIPPED = "codebook*.pt"  # banks shipped beside an embedded model: toolkit/assets/<name>/codebook*.pt
 
 
 @dataclass
@@ -72,7 +75,7 @@ class ReferenceBank:
         meta = {"weights": self.weights_sha256, "sources": self.sources, "settings": self.settings,
                 "reference": self.reference, "version": BANK_VERSION}
         h.update(json.dumps(meta, sort_keys=True).encode())
-        for t in (self.frames_z, self.centroids_z, self.centroids_c):
+        for t in (getattr(self, name) for name in TENSORS):
             t = t.detach().cpu().float().contiguous()
             h.update(str(tuple(t.shape)).encode())
             h.update(t.numpy().tobytes())
@@ -95,11 +98,22 @@ class ReferenceBank:
         }
 
 
-def save_bank(bank: ReferenceBank, path: str | os.PathLike) -> None:
-    """Write ``bank`` atomically (a torch file of tensors, strings and numbers only)."""
+def save_bank(bank: ReferenceBank, path: str | os.PathLike, *, half: bool = False) -> ReferenceBank:
+    """Write ``bank`` atomically (a torch file of tensors, strings and numbers only) and return what was written.
+
+    With ``half`` the tensors are stored in float16: the returned bank holds the rounded values (as
+    float32) and the content hash over them, which is what :func:`load_bank` reads back.
+    """
     from toolkit.io import write_torch
 
-    write_torch(path, bank.to_dict())
+    if half:
+        rounded = {name: getattr(bank, name).half().float() for name in TENSORS}
+        bank = dataclasses.replace(bank, **rounded, sha256="")
+    data = bank.to_dict()
+    if half:
+        data.update({name: getattr(bank, name).half() for name in TENSORS})
+    write_torch(path, data)
+    return bank
 
 
 def load_bank(path: str | os.PathLike) -> ReferenceBank:
@@ -111,12 +125,31 @@ def load_bank(path: str | os.PathLike) -> ReferenceBank:
         raise CheckpointError(path, f"not a reference bank (expected format {BANK_FORMAT!r}; make one with `toolkit bank`)")
     if data.get("version") != BANK_VERSION:
         raise CheckpointError(path, f"reference bank version {data.get('version')}, this toolkit reads {BANK_VERSION}")
-    fields = ("weights_sha256", "sources", "settings", "frames_z", "centroids_z", "centroids_c", "reference")
-    bank = ReferenceBank(**{k: data[k] for k in fields}, skipped=data.get("skipped", []))
+    fields = ("weights_sha256", "sources", "settings", "reference")
+    tensors = {k: data[k].float() for k in TENSORS}  # float16 on disk (a shipped codebook) is read as float32
+    bank = ReferenceBank(**{k: data[k] for k in fields}, **tensors, skipped=data.get("skipped", []))
     if bank.sha256 != data.get("sha256"):
         raise CheckpointError(path, f"content hash mismatch (stored {str(data.get('sha256'))[:12]}, "
                                     f"computed {bank.sha256[:12]}): the file was changed after it was written")
     return bank
+
+
+def shipped_bank(model: torch.nn.Module, folder: str | os.PathLike | None = None) -> ReferenceBank | None:
+    """The codebook shipped with the embedded models (``toolkit/assets/*/codebook*.pt``, or under
+    ``folder``) that was built with ``model``'s weights; ``None`` when none was.
+
+    The embedded default ships one for itself and one for its random-init control (seed 0), so the
+    chosen measure beyond the paper needs no ``--bank`` for them. They hold the k-means codebooks and
+    the reference statistics but no negatives (``settings["bank_frames"] == 0``).
+    """
+    from toolkit.models.embedded import ASSETS
+
+    weights = state_dict_hash(model)
+    for path in sorted(Path(folder if folder is not None else ASSETS).glob(f"*/{SHIPPED}")):
+        bank = load_bank(path)
+        if bank.weights_sha256 == weights:
+            return bank
+    return None
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -285,6 +318,9 @@ class BankNegatives:
         bad = [m for m in self.measures if not m.startswith("bank:") or m[5:] not in MEASURES]
         if bad:
             raise ValueError(f"unknown bank measures {bad}: use bank:<measure>, e.g. {', '.join(BANK_MEASURES)}")
+        if bank.frames_z.shape[0] == 0:
+            raise ToolkitError("--extension bank", f"bank {bank.sha256[:12]} holds no negatives (a shipped codebook): "
+                                                   "pass a bank made by `toolkit bank` with --bank")
         self.model, self.bank, self.draws, self.seed = model, bank, draws, seed
 
     def fingerprint(self) -> dict:
@@ -319,6 +355,9 @@ same sources for the random-init control.
 Example:
   toolkit bank ../shared/data/speech/en --checkpoint toolkit/assets/default/model.pt --output runs/bank.pt
   toolkit bank clean_a/ clean_b/ --checkpoint runs/pretrain/last.pt --clusters 128 --output bank.pt
+  # the codebook shipped for the default's random-init control (no negatives, float16):
+  toolkit bank ../shared/data/speech/en --checkpoint toolkit/assets/default/model.pt --random-init 0 \
+      --bank-frames 0 --half --output toolkit/assets/default/codebook-random-init.pt
 """
     parser.add_argument("inputs", nargs="+", metavar="AUDIO", help="clean real speech: files or folders (recursive)")
     parser.add_argument("--output", required=True, help="bank file to write (.pt)")
@@ -328,6 +367,11 @@ Example:
     parser.add_argument("--bank-frames", type=int, default=8192, help="latent frames kept as negatives (default 8192)")
     parser.add_argument("--draws", type=int, default=3, help="negative draws for the reference statistics (default 3)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--random-init", type=int, default=None, metavar="SEED",
+                        help="build it for the random-init control of CHECKPOINT instead (its architecture with weights "
+                             "seeded by SEED, as `toolkit evaluate --control random-init --seed SEED` makes them)")
+    parser.add_argument("--half", action="store_true",
+                        help="store the tensors in float16 (the codebooks shipped with the embedded models)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -336,11 +380,17 @@ def run(args: argparse.Namespace) -> int:
 
     checkpoint = Path(args.checkpoint)
     model, _ = load_checkpoint(checkpoint)
+    which = f"model {checkpoint}"
+    if args.random_init is not None:
+        from toolkit.scoring.candidates import seeded_random_model
+
+        model = seeded_random_model(model.config, args.random_init)
+        which = f"random-init control (seed {args.random_init}) of {checkpoint}"
     files = collect_audio(args.inputs)
     bank = build_bank(model, files, clusters=args.clusters, bank_frames=args.bank_frames, seed=args.seed, draws=args.draws)
-    save_bank(bank, args.output)
+    bank = save_bank(bank, args.output, half=args.half)
     frames = sum(s["frames"] for s in bank.sources)
     print(f"bank {bank.sha256[:12]}: {len(bank.sources)} files ({frames / 100:.0f} s of latents), "
           f"{bank.settings['clusters']} centroids, {bank.settings['bank_frames']} negatives, "
-          f"{len(bank.skipped)} skipped; model {checkpoint}; written to {args.output}")
+          f"{len(bank.skipped)} skipped, {'float16' if args.half else 'float32'}; {which}; written to {args.output}")
     return 0

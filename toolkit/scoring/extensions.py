@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,6 +37,7 @@ from toolkit.scoring.bank import (
     ReferenceBank,
     bank_for_model,
     load_bank,
+    shipped_bank,
     utterance_measures,
 )
 from toolkit.scoring.measures import MEASURES
@@ -45,6 +47,8 @@ from toolkit.scoring.typicality import TYPICALITY_MEASURES, Typicality
 # The measure chosen by the protocol in docs/results.md ("Beyond the paper"): what the demo prints.
 CHOSEN = ("typicality", "typ:z.mean")  # (extension, measure): highest mean SRCC over the 10 degradation types
 SUFFIX = "+beyond"  # the extension scorer of candidate NAME is NAME+beyond
+
+log = logging.getLogger(__name__)
 
 
 def standardised_mean(values: dict[str, Tensor], reference: dict[str, Sequence[float]], parts: Sequence[str]) -> Tensor:
@@ -155,29 +159,46 @@ def extension_candidates(candidates: list, names: Sequence[str], bank_path: str 
                          cache_dir: str | os.PathLike | None, scorer_kwargs: dict) -> list:
     """``candidates`` plus, for each wav2vec one (checkpoints and random-init), one per extension in ``names``.
 
+    Without ``bank_path`` each candidate uses the codebook shipped for its weights
+    (:func:`~toolkit.scoring.bank.shipped_bank`: the embedded default and its random-init control);
+    a checkpoint without one is left out with a one-line warning, and the random-init control is
+    extended only when a checkpoint is. ``--extension bank`` always needs ``bank_path``.
+
     ``candidates`` are :class:`toolkit.scoring.evaluate.Candidate` objects; each extension candidate is
     a copy named ``NAME+EXTENSION`` whose scorer wraps the base candidate's model.
     """
     unknown = [n for n in names if n not in EXTENSIONS]
     if unknown:
         raise ToolkitError("--extension", f"unknown extension(s) {unknown}; choose from {', '.join(EXTENSIONS)}")
-    if bank_path is None:
-        raise ToolkitError("--bank", "the extensions need a reference bank: make one with `toolkit bank AUDIO --output bank.pt`")
-    bank = load_bank(bank_path)
+    if bank_path is None and "bank" in names:
+        raise ToolkitError("--extension bank", "needs a reference bank with negatives: make one with "
+                                               "`toolkit bank AUDIO --checkpoint CKPT --output bank.pt`, pass it with --bank")
+    bank = load_bank(bank_path) if bank_path is not None else None
     extra = []
     for cand in candidates:
         if cand.role != "checkpoint" and cand.name != "random-init":
             continue  # acoustic features and reference predictors have no wav2vec latents
         if cand.source == "object" and not isinstance(cand.build(), Wav2VecScorer):
             continue  # a scorer object of another kind (wav2vec 2.0 CTC): cheap to build, nothing to extend
+        shipped = None
+        if bank is None:  # no --bank: the codebook shipped for these weights, if any (built now to know them)
+            if cand.role == "control" and not extra:
+                continue  # the random-init control is extended only beside a model that is
+            base = cand.build()
+            shipped = shipped_bank(base.model) if isinstance(base, Wav2VecScorer) else None
+            del base
+            if shipped is None:
+                log.warning("%s: no codebook ships for its weights, so no %s for it; make one with `toolkit bank "
+                            "AUDIO --checkpoint CKPT --output bank.pt` and pass --bank", cand.name, ", ".join(names))
+                continue
         new = dataclasses.replace(cand, name=f"{cand.name}{SUFFIX}", source=f"{cand.source} (extensions {', '.join(names)})")
 
-        def build(c=cand, new=new):
+        def build(c=cand, new=new, shipped=shipped):
             base = c.build()
             new.step = c.step  # known once a checkpoint is loaded
             if not isinstance(base, Wav2VecScorer):
                 raise ToolkitError(c.name, "the extensions need a wav2vec (v1) model")
-            own = bank_for_model(bank, base.model, cache_dir)
+            own = shipped if shipped is not None else bank_for_model(bank, base.model, cache_dir)
             return ExtensionScorer(base.model, own, names, draws=scorer_kwargs["draws"], seed=scorer_kwargs["seed"],
                                    device=scorer_kwargs["device"], dtype=scorer_kwargs["dtype"], name=new.name)
 
@@ -198,4 +219,6 @@ def add_extension_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--extension", action="append", default=[], choices=list(EXTENSIONS), metavar="NAME",
                         help="toolkit extension beyond the paper (repeatable): "
                         + "; ".join(f"{n}: {d}" for n, (_, d) in EXTENSIONS.items()))
-    parser.add_argument("--bank", default=None, help="reference bank for --extension (made by `toolkit bank`)")
+    parser.add_argument("--bank", default=None,
+                        help="reference bank for --extension (made by `toolkit bank`); default: the codebook shipped "
+                             "with the embedded default model and its random-init control (typicality, combo)")
