@@ -138,11 +138,12 @@ def _gone(pids: list[int], timeout: float = 15) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads child processes from /proc (Linux)")
 def test_workers_end_with_ctrl_c_and_with_a_killed_parent(tmp_path):
-    dataset = make_clips(tmp_path / "clips", 300, seconds=(0.3, 0.6))
+    # Enough work (a small model, 600 clips) that the run is still going when the signal arrives.
+    dataset = make_clips(tmp_path / "clips", 600, seconds=(0.3, 0.6))
     for how in ("ctrl-c", "sigkill"):
         out = tmp_path / how
         proc = subprocess.Popen(
-            cli_command("evaluate", "random:tiny", "--dataset", f"csv:{dataset}", "--output", out, "--jobs", "2",
+            cli_command("evaluate", "random:small", "--dataset", f"csv:{dataset}", "--output", out, "--jobs", "2",
                         "--measures", "entropy.mean", "--draws", "1", "--no-plots", "--no-progress",
                         "--wandb-mode", "disabled", "--batch-seconds", "0.7"),
             cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)

@@ -47,12 +47,12 @@ def _exit_with_parent(parent: int) -> None:
         time.sleep(0.5)
 
 
-def _start_worker(fn: Callable[[Any, Any], Any], state: bytes, parent: int) -> None:
+def _start_worker(fn: Callable[[Any, Any], Any], state: Any, parent: int) -> None:
     global _FN, _STATE
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops the pool
     torch.set_num_threads(1)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
-    _FN, _STATE = fn, pickle.loads(state)
+    _FN, _STATE = fn, state
 
 
 def _run_task(task: Any) -> Any:
@@ -71,18 +71,19 @@ def ordered_map(fn: Callable[[Any, Any], Any], state: Any, tasks: Sequence[Any],
     as they are when the caller stops early or on Ctrl-C.
     """
     jobs = min(jobs, len(tasks))
-    blob = None
+    sendable = False
     if jobs > 1:
         try:
-            blob = pickle.dumps(state)
+            pickle.dumps(state)  # multiprocessing sends it to each worker the same way
+            sendable = True
         except Exception as err:  # noqa: BLE001 - any pickling failure means: stay in this process
             log.info("%s run in one process: the scorer cannot be sent to worker processes (%s)", what, err)
-    if blob is None:
+    if not sendable:
         for task in tasks:
             yield fn(state, task)
         return
     context = multiprocessing.get_context("spawn")
-    pool = context.Pool(jobs, initializer=_start_worker, initargs=(fn, blob, os.getpid()))
+    pool = context.Pool(jobs, initializer=_start_worker, initargs=(fn, state, os.getpid()))
     finished = False
     try:
         yield from pool.imap(_run_task, tasks, chunksize=1)
