@@ -146,7 +146,10 @@ def test_workers_end_with_ctrl_c_and_with_a_killed_parent(tmp_path):
             cli_command("evaluate", "random:small", "--dataset", f"csv:{dataset}", "--output", out, "--jobs", "2",
                         "--measures", "entropy.mean", "--draws", "1", "--no-plots", "--no-progress",
                         "--wandb-mode", "disabled", "--batch-seconds", "0.7"),
-            cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            cwd=REPO, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+            # A shell without job control starts background commands with SIGINT ignored, and Python then
+            # never raises KeyboardInterrupt: give the evaluation a terminal's default disposition.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 240
         while len(list(out.glob("cache/*/shard-*.json"))) < 3 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
