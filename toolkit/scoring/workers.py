@@ -83,7 +83,16 @@ def ordered_map(fn: Callable[[Any, Any], Any], state: Any, tasks: Sequence[Any],
             yield fn(state, task)
         return
     context = multiprocessing.get_context("spawn")
-    pool = context.Pool(jobs, initializer=_start_worker, initargs=(fn, state, os.getpid()))
+    # Workers are born with Ctrl-C ignored (an ignored signal stays ignored across exec, and Python
+    # then installs no KeyboardInterrupt handler): one still starting when Ctrl-C comes would otherwise
+    # print a traceback before its initializer runs. A Ctrl-C in these few milliseconds is lost.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        pool = context.Pool(jobs, initializer=_start_worker, initargs=(fn, state, os.getpid()))
+    finally:
+        if main and previous is not None:  # None: a handler set outside Python, left as it is
+            signal.signal(signal.SIGINT, previous)
     finished = False
     try:
         yield from pool.imap(_run_task, tasks, chunksize=1)
