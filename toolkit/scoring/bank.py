@@ -126,7 +126,7 @@ def load_bank(path: str | os.PathLike) -> ReferenceBank:
     if data.get("version") != BANK_VERSION:
         raise CheckpointError(path, f"reference bank version {data.get('version')}, this toolkit reads {BANK_VERSION}")
     fields = ("weights_sha256", "sources", "settings", "reference")
-    tensors = {k: data[k].float() for k in TENSORS}  # float16 on disk (a shipped codebook) is read as float32
+    tensors = {k: data[k].float() for k in TENSORS}  # a float16 bank (--half) is read as float32
     bank = ReferenceBank(**{k: data[k] for k in fields}, **tensors, skipped=data.get("skipped", []))
     if bank.sha256 != data.get("sha256"):
         raise CheckpointError(path, f"content hash mismatch (stored {str(data.get('sha256'))[:12]}, "
@@ -355,9 +355,9 @@ same sources for the random-init control.
 Example:
   toolkit bank ../shared/data/speech/en --checkpoint toolkit/assets/default/model.pt --output runs/bank.pt
   toolkit bank clean_a/ clean_b/ --checkpoint runs/pretrain/last.pt --clusters 128 --output bank.pt
-  # the codebook shipped for the default's random-init control (no negatives, float16):
+  # the codebook shipped for the default's random-init control (no negatives; float32, see its model card):
   toolkit bank ../shared/data/speech/en --checkpoint toolkit/assets/default/model.pt --random-init 0 \
-      --bank-frames 0 --half --output toolkit/assets/default/codebook-random-init.pt
+      --bank-frames 0 --output toolkit/assets/default/codebook-random-init.pt
 """
     parser.add_argument("inputs", nargs="+", metavar="AUDIO", help="clean real speech: files or folders (recursive)")
     parser.add_argument("--output", required=True, help="bank file to write (.pt)")
@@ -371,7 +371,7 @@ Example:
                         help="build it for the random-init control of CHECKPOINT instead (its architecture with weights "
                              "seeded by SEED, as `toolkit evaluate --control random-init --seed SEED` makes them)")
     parser.add_argument("--half", action="store_true",
-                        help="store the tensors in float16 (the codebooks shipped with the embedded models)")
+                        help="store the tensors in float16 (half the size; check that it keeps your rankings, as recipes/beyond/check_half.py does: the shipped codebooks stay float32 because it did not)")
 
 
 def run(args: argparse.Namespace) -> int:
