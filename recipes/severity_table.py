@@ -20,32 +20,29 @@ import csv
 import math
 from pathlib import Path
 
-from toolkit.degrade import read_manifest, severity_srcc
+from toolkit.degrade import read_manifest
+from toolkit.degrade.report import severity_rows
 from toolkit.io import atomic_write
 
 FIELDS = ["scorer", "measure", "type", "srcc", "ci_low", "ci_high", "pooled", "clips"]
 
 
 def scorer_rows(scores_csv: Path, manifest: Path, scorer: str, bootstrap: int = 1000) -> list[dict]:
-    """Every measure of one scorer's per-clip scores, per degradation type."""
+    """Every measure of one scorer's per-clip scores, per degradation type (the demo's
+    :func:`toolkit.degrade.report.severity_rows` on a `toolkit evaluate` scores file)."""
     base = manifest.parent
     keyed = {
         str(Path(r.path).relative_to(base).with_suffix("")): (r.clean_id, r.type, r.severity)
         for r in read_manifest(manifest)
     }
     with open(scores_csv, newline="", encoding="utf-8") as handle:
-        table = [rec for rec in csv.DictReader(handle) if rec["utt_id"] in keyed]
-    if not table:
-        return []
-    measures = [m for m in table[0] if m not in ("utt_id", "system", "mos")]
-    clean_ids, types, severity = zip(*(keyed[rec["utt_id"]] for rec in table))
-    rows = []
-    for measure in measures:
-        values = [float(rec[measure]) if rec[measure] not in ("", "nan") else math.nan for rec in table]
-        for name, r in severity_srcc(values, severity, clean_ids, types, bootstrap=bootstrap).items():
-            rows.append({"scorer": scorer, "measure": measure, "type": name, "srcc": r.srcc, "ci_low": r.ci_low,
-                         "ci_high": r.ci_high, "pooled": r.pooled, "clips": r.clips})
-    return rows
+        scores = {
+            rec["utt_id"]: {m: float(v) if v not in ("", "nan") else math.nan
+                            for m, v in rec.items() if m not in ("utt_id", "system", "mos")}
+            for rec in csv.DictReader(handle)
+            if rec["utt_id"] in keyed
+        }
+    return severity_rows(scores, keyed, scorer, "", n_boot=bootstrap, seed=0)
 
 
 def markdown(rows: list[dict], measure: str) -> str:
@@ -103,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no scores for {args.dataset} under {args.results / 'scores'}")
     out = args.results / f"severity_{args.dataset}.csv"
     with atomic_write(out, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer = csv.DictWriter(handle, fieldnames=FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     print(markdown(rows, args.measure))
