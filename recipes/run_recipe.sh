@@ -114,15 +114,19 @@ if ((${#GUARD[@]})); then manifest+=(--exclude-eval-set "${GUARD[@]}"); fi
 # 2. Shards: lossless 16 kHz mono audio in webdataset tars with an index; long files cut into 30 s chunks.
 "${TOOLKIT[@]}" shard "$WORK/manifest.tsv" --output "$WORK/shards" --max-seconds 30 --overwrite
 
-# 3. The model to continue from: fairseq's wav2vec_large.pt converted to a toolkit checkpoint
-#    (32,537,088 parameters). In smoke mode, a seeded random small model stands in for it.
-if ((SMOKE)); then
-    INIT_TOOLKIT="$WORK/init-random-small.pt"
+save_random_model() {  # PATH PRESET: the preset's architecture with weights seeded by 0, as step 0
     "$PYTHON" -c 'import sys, torch
 from toolkit.models.checkpoint import save_model
 from toolkit.models.wav2vec import build_preset
 torch.manual_seed(0)
-save_model(sys.argv[1], build_preset("small"), step=0)' "$INIT_TOOLKIT"
+save_model(sys.argv[1], build_preset(sys.argv[2]), step=0)' "$1" "$2"
+}
+
+# 3. The model to continue from: fairseq's wav2vec_large.pt converted to a toolkit checkpoint
+#    (32,537,088 parameters). In smoke mode, a seeded random small model stands in for it.
+if ((SMOKE)); then
+    INIT_TOOLKIT="$WORK/init-random-small.pt"
+    save_random_model "$INIT_TOOLKIT" small
 elif [[ $INIT == scratch ]]; then
     INIT_TOOLKIT=""
 elif [[ $("$PYTHON" -c 'import sys; from toolkit.checkpoints import checkpoint_info; print(checkpoint_info(sys.argv[1]).kind)' "$INIT") == fairseq ]]; then
@@ -147,11 +151,7 @@ model, info = load_checkpoint(sys.argv[1])
 save_model(sys.argv[2], model, step=0, extra={"source": sys.argv[1], "source_step": info.get("step")})' "$INIT_TOOLKIT" "$STEP0"
 else
     OVERRIDES+=(--model.preset "$PRESET")
-    [[ -s $STEP0 ]] || "$PYTHON" -c 'import sys, torch
-from toolkit.models.checkpoint import save_model
-from toolkit.models.wav2vec import build_preset
-torch.manual_seed(0)
-save_model(sys.argv[1], build_preset(sys.argv[2]), step=0)' "$STEP0" "$PRESET"
+    [[ -s $STEP0 ]] || save_random_model "$STEP0" "$PRESET"
 fi
 DATASETS=()
 for spec in "${EVAL[@]}"; do DATASETS+=(--dataset "$spec"); done
