@@ -83,3 +83,30 @@ def test_nonfinite_scores_are_dropped_and_counted():
     res = correlate([1, 2, float("nan"), 4, 5], [1, 2, 3, 4, 5], n_boot=20)
     assert res["utterance"]["n"] == 4 and res["utterance"]["dropped_nonfinite"] == 1
     assert "system" not in res
+
+
+def test_resample_ranks_are_scipy_average_ranks_exactly():
+    """Ranks by counting equal scipy's sort-based ranks bit for bit, ties (integer MOS) included."""
+    from toolkit.scoring.metrics import resample_ranks
+
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        n = int(rng.integers(3, 300))
+        x = rng.integers(1, 6, n).astype(float) if trial % 2 else rng.normal(size=n)
+        idx = rng.integers(0, n, size=(100, n))
+        assert np.array_equal(resample_ranks(x, idx), stats.rankdata(x[idx], axis=1))
+
+
+def test_bootstrap_intervals_do_not_depend_on_what_was_correlated_before():
+    """The MOS resamples are kept between calls: an interval is the same computed first or after others."""
+    from toolkit.scoring import metrics
+
+    rng = np.random.default_rng(4)
+    mos = rng.integers(1, 6, 120).astype(float)
+    a, b = rng.normal(size=120), rng.normal(size=120)
+    metrics._RESAMPLED.clear()
+    first = metrics.bootstrap_ci(b, mos, n_boot=300, seed=1)
+    for other in (a, mos[:60], a[:60]):  # other MOS vectors in between
+        metrics.bootstrap_ci(other, mos[: other.size], n_boot=300, seed=1)
+    assert metrics.bootstrap_ci(b, mos, n_boot=300, seed=1) == first
+    assert metrics.bootstrap_ci(b, mos, n_boot=300, seed=2) != first  # the seed still matters

@@ -167,3 +167,58 @@ def test_workers_end_with_ctrl_c_and_with_a_killed_parent(tmp_path):
             proc.wait(timeout=60)
         proc.stderr.close()
         assert _gone(children), f"{how}: worker processes outlived the evaluation"
+
+
+def _scaled(state: float, task: int) -> tuple[int, float, int]:
+    if task < 0:
+        raise ValueError(f"task {task} is negative")
+    if task == 999:
+        os._exit(3)  # a worker that dies without answering
+    return task, state * task, os.getpid()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_worker_pool_is_reused_keeps_order_and_reports_failures(method, monkeypatch):
+    from toolkit.scoring import workers
+
+    monkeypatch.setattr(workers, "start_method", lambda: method)
+    with workers.WorkerPool(2) as pool:
+        first = list(pool.map(_scaled, 2.0, range(20)))
+        second = list(pool.map(_scaled, 0.5, range(7)))  # a new state, the same processes
+        assert [r[:2] for r in first] == [(t, 2.0 * t) for t in range(20)]
+        assert [r[:2] for r in second] == [(t, 0.5 * t) for t in range(7)]
+        assert len({r[2] for r in first + second}) == 2 and os.getpid() not in {r[2] for r in first}
+        done = []
+        with pytest.raises(ValueError, match="task -1 is negative"):
+            for r in pool.map(_scaled, 1.0, [0, 1, 2, -1, 4, 5]):
+                done.append(r[0])
+        assert done == [0, 1, 2]  # the results before the failed task, in order
+        assert pool.closed  # a failure stops the workers
+    with workers.WorkerPool(2) as pool, pytest.raises(RuntimeError, match="exit code 3"):
+        list(pool.map(_scaled, 1.0, [1, 999, 2, 3]))
+    assert list(workers.ordered_map(_scaled, 3.0, [1, 2, 3], jobs=2))[2][:2] == (3, 9.0)
+
+
+def test_evaluate_starts_one_pool_for_all_its_scorers(tmp_path, monkeypatch):
+    """Two checkpoints and two controls on two datasets: one set of workers, started once."""
+    import importlib
+
+    from toolkit.scoring import workers
+
+    evaluate_module = importlib.import_module("toolkit.scoring.evaluate")  # the package exports the function
+    started = []
+
+    class CountedPool(workers.WorkerPool):
+        def __init__(self, jobs):
+            started.append(jobs)
+            super().__init__(jobs)
+
+    monkeypatch.setattr(evaluate_module, "WorkerPool", CountedPool)
+    dataset = make_clips(tmp_path / "clips", 12, seconds=(0.3, 0.6))
+    common = dict(measures=["entropy.mean"], draws=1, controls=["random-init", "acoustic"], n_boot=20,
+                  wandb_mode="disabled", plots=False, progress=False, echo=None, max_batch_seconds=1.0, use_cache=False)
+    sets = [f"a=csv:{dataset}", f"b=csv:{dataset}"]
+    two = evaluate_module.evaluate(["random:small", str(DEFAULT_MODEL)], sets, jobs=2, **common)
+    one = evaluate_module.evaluate(["random:small", str(DEFAULT_MODEL)], sets, jobs=1, **common)
+    assert started == [2]
+    assert len(two.scores) == 8 and two.scores == one.scores

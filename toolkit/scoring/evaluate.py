@@ -51,8 +51,8 @@ from toolkit.scoring.report import (
     measure_sign,
     write_outputs,
 )
-from toolkit.scoring.scorer import score_files
-from toolkit.scoring.workers import usable_cores
+from toolkit.scoring.scorer import resolve_device, score_files
+from toolkit.scoring.workers import WorkerPool, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +107,6 @@ def evaluate(
     out = Path(output_dir) if output_dir is not None else None
     if use_cache and cache_dir is None and out is not None:
         cache_dir = out / "cache"
-    loaded: list[MosDataset] = []
-    for spec in datasets:
-        ds = spec if isinstance(spec, MosDataset) else load_dataset(spec, skip_bad=skip_bad)
-        if limit:
-            ds = ds.subset(limit, seed)
-        loaded.append(ds)
-    if len({d.name for d in loaded}) != len(loaded):
-        raise ToolkitError("--dataset", f"dataset names must be unique, got {[d.name for d in loaded]} (use NAME=KIND:PATH)")
     scorer_kwargs = {"measures": measures, "draws": draws, "seed": seed, "device": device, "dtype": dtype}
     candidates = make_candidates(checkpoints, controls, scorer_kwargs, seed, references)
     if extensions:  # toolkit extensions beyond the paper, with a reference bank
@@ -123,6 +115,44 @@ def evaluate(
         candidates = extension_candidates(candidates, extensions, bank, cache_dir, scorer_kwargs)
     if not candidates:
         raise ToolkitError("evaluate", "nothing to evaluate: give a checkpoint, random:PRESET, a --control or a --reference")
+    # Workers start now (seconds each: a fresh interpreter importing torch), while this process reads
+    # the datasets and loads the first model, and serve every scorer and dataset after that.
+    pool = WorkerPool(jobs) if jobs > 1 and any(_runs_in_workers(c, device) for c in candidates) else None
+    try:
+        result, loaded = _evaluate(candidates, datasets, out, cache_dir, use_cache, skip_bad, limit, seed, n_boot,
+                           max_batch_seconds, progress, echo, jobs, pool)
+    finally:
+        if pool is not None:
+            pool.close()
+    result.seconds = time.perf_counter() - start
+    if out is not None:
+        write_outputs(result, loaded, plots=plots)
+        if wandb_mode != "disabled":
+            log_wandb(result, out, wandb_mode, {"draws": draws, "seed": seed, "measures": measures, "dtype": dtype})
+    if echo:
+        echo(format_summary(result))
+    return result
+
+
+def _runs_in_workers(cand: Candidate, device: str | None) -> bool:
+    """Whether ``score_files(jobs > 1)`` would send this candidate's scorer to worker processes."""
+    if cand.role == "reference" or resolve_device(device).type != "cpu":
+        return False
+    return cand.source != "object" or bool(getattr(cand.build(), "workers", False))
+
+
+def _evaluate(candidates: list[Candidate], datasets, out: Path | None, cache_dir, use_cache: bool, skip_bad: bool,
+              limit: int | None, seed: int, n_boot: int, max_batch_seconds: float, progress: bool, echo, jobs: int,
+              pool: WorkerPool | None) -> tuple[EvaluationResult, list[MosDataset]]:
+    """Read the datasets, then score each candidate on each and correlate (see :func:`evaluate`)."""
+    loaded: list[MosDataset] = []
+    for spec in datasets:
+        ds = spec if isinstance(spec, MosDataset) else load_dataset(spec, skip_bad=skip_bad)
+        if limit:
+            ds = ds.subset(limit, seed)
+        loaded.append(ds)
+    if len({d.name for d in loaded}) != len(loaded):
+        raise ToolkitError("--dataset", f"dataset names must be unique, got {[d.name for d in loaded]} (use NAME=KIND:PATH)")
     result = EvaluationResult([], out)
     for ds in loaded:
         result.skipped += [{"dataset": ds.name, "scorer": "(reader)", "where": w, "problem": p} for w, p in ds.skipped]
@@ -139,7 +169,7 @@ def evaluate(
                 continue
             run = score_files(
                 scorer, files, cache=cache, max_batch_seconds=max_batch_seconds, skip_bad=skip_bad,
-                progress=progress, desc=f"{cand.name} / {ds.name}", jobs=jobs,
+                progress=progress, desc=f"{cand.name} / {ds.name}", jobs=jobs, pool=pool,
             )
             result.scores[(cand.name, ds.name)] = run.scores
             result.skipped += [
@@ -152,14 +182,7 @@ def evaluate(
         if cache is not None:
             cache.compact()
         del scorer
-    result.seconds = time.perf_counter() - start
-    if out is not None:
-        write_outputs(result, loaded, plots=plots)
-        if wandb_mode != "disabled":
-            log_wandb(result, out, wandb_mode, {"draws": draws, "seed": seed, "measures": measures, "dtype": dtype})
-    if echo:
-        echo(format_summary(result))
-    return result
+    return result, loaded
 
 
 def _files_for(scorer, ds: MosDataset, notes: list[str]) -> list[tuple]:

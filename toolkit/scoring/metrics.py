@@ -14,7 +14,14 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
+
+
+def _stats():
+    # Imported on first use: scoring worker processes import this package but never correlate, and
+    # scipy.stats costs them most of a second each at start-up.
+    from scipy import stats
+
+    return stats
 
 
 def _as_arrays(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -32,27 +39,65 @@ def _degenerate(x: np.ndarray, y: np.ndarray) -> bool:
 def srcc(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman rank correlation (ties get average ranks). NaN for fewer than 3 points or a constant."""
     x, y = _as_arrays(x, y)
-    return math.nan if _degenerate(x, y) else float(stats.spearmanr(x, y).statistic)
+    return math.nan if _degenerate(x, y) else float(_stats().spearmanr(x, y).statistic)
 
 
 def lcc(x: Sequence[float], y: Sequence[float]) -> float:
     """Pearson linear correlation. NaN for fewer than 3 points or a constant."""
     x, y = _as_arrays(x, y)
-    return math.nan if _degenerate(x, y) else float(stats.pearsonr(x, y).statistic)
+    return math.nan if _degenerate(x, y) else float(_stats().pearsonr(x, y).statistic)
 
 
 def ktau(x: Sequence[float], y: Sequence[float]) -> float:
     """Kendall tau-b. NaN for fewer than 3 points or a constant."""
     x, y = _as_arrays(x, y)
-    return math.nan if _degenerate(x, y) else float(stats.kendalltau(x, y).statistic)
+    return math.nan if _degenerate(x, y) else float(_stats().kendalltau(x, y).statistic)
 
 
-def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a - a.mean(1, keepdims=True)
+def _centred(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``b`` minus their means, and the rows' sums of squares (one side of a Pearson)."""
     b = b - b.mean(1, keepdims=True)
-    denom = np.sqrt((a**2).sum(1) * (b**2).sum(1))
+    return b, (b**2).sum(1)
+
+
+def _rowwise_pearson(a: np.ndarray, b: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Pearson correlation of each row of ``a`` with the same row of ``b`` (given :func:`_centred`)."""
+    a, a_squares = _centred(a)
+    b, b_squares = b
+    denom = np.sqrt(a_squares * b_squares)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denom > 0, (a * b).sum(1) / denom, np.nan)
+
+
+def resample_ranks(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``scipy.stats.rankdata(x[idx], axis=1)`` (average ranks for ties) by counting instead of
+    sorting each resample: a resample holds copies of ``x``'s values, so a value's rank follows from
+    how many copies of each smaller value it drew. The ranks are integers and halves, so exact."""
+    values, codes = np.unique(x, return_inverse=True)  # codes: position of each x among its sorted values
+    n_boot, width = idx.shape[0], values.size
+    drawn = codes.reshape(-1)[idx]  # [n_boot, n]
+    offsets = (np.arange(n_boot) * width)[:, None]
+    counts = np.bincount((drawn + offsets).ravel(), minlength=n_boot * width).reshape(n_boot, width)
+    below = np.cumsum(counts, axis=1) - counts
+    return np.take_along_axis(below + (counts + 1) / 2.0, drawn, axis=1)
+
+
+_RESAMPLED: dict = {}  # (y bytes, n_boot, seed) -> (idx, y[idx] and its ranks, centred); the last few only
+
+
+def _resampled(y: np.ndarray, n_boot: int, seed: int) -> tuple[np.ndarray, tuple, tuple]:
+    """The bootstrap indices for ``len(y)`` points under ``seed``, and ``y`` resampled and its ranks
+    per resample (:func:`_centred`, for :func:`_rowwise_pearson`). Every measure of a dataset is
+    correlated with the same MOS (per clip, and per system) under the same seed, so the last few
+    answers are kept: ranking the MOS resamples again for each measure was a third of the
+    evaluator's bootstrap time."""
+    key = (y.tobytes(), n_boot, seed)
+    if key not in _RESAMPLED:
+        idx = np.random.default_rng(seed).integers(0, y.size, size=(n_boot, y.size))
+        while len(_RESAMPLED) >= 4:
+            _RESAMPLED.pop(next(iter(_RESAMPLED)))
+        _RESAMPLED[key] = (idx, _centred(y[idx]), _centred(resample_ranks(y, idx)))
+    return _RESAMPLED[key]
 
 
 def bootstrap_ci(
@@ -65,16 +110,15 @@ def bootstrap_ci(
 ) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals ``{"srcc": (lo, hi), "lcc": (lo, hi)}`` over resampled pairs.
 
-    Vectorised: every resample is ranked at once. Degenerate resamples (a constant) are left out.
+    Vectorised: every resample is ranked at once (:func:`resample_ranks`). Degenerate resamples (a constant) are left out.
     """
     x, y = _as_arrays(x, y)
     if x.size < 3 or n_boot < 1:
         return {"srcc": (math.nan, math.nan), "lcc": (math.nan, math.nan)}
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(n_boot, x.size))
-    bx, by = x[idx], y[idx]
+    idx, by, by_ranks = _resampled(y, n_boot, seed)
+    bx = x[idx]
     lcc_b = _rowwise_pearson(bx, by)
-    srcc_b = _rowwise_pearson(stats.rankdata(bx, axis=1), stats.rankdata(by, axis=1))
+    srcc_b = _rowwise_pearson(resample_ranks(x, idx), by_ranks)
     alpha = (1 - level) / 2
 
     def interval(v: np.ndarray) -> tuple[float, float]:
@@ -134,13 +178,13 @@ def level_summary(x: np.ndarray, y: np.ndarray, n_boot: int, seed: int) -> dict:
     """Every metric for one level: n, srcc, lcc, ktau (with p-values), intervals, MSE after a linear map."""
     x, y = _as_arrays(x, y)
     ci = bootstrap_ci(x, y, n_boot=n_boot, seed=seed)
-    p_srcc = math.nan if _degenerate(x, y) else float(stats.spearmanr(x, y).pvalue)
+    spearman = None if _degenerate(x, y) else _stats().spearmanr(x, y)  # what srcc() computes, with its p
     return {
         "n": int(x.size),
-        "srcc": srcc(x, y),
+        "srcc": math.nan if spearman is None else float(spearman.statistic),
         "srcc_lo": ci["srcc"][0],
         "srcc_hi": ci["srcc"][1],
-        "srcc_p": p_srcc,
+        "srcc_p": math.nan if spearman is None else float(spearman.pvalue),
         "lcc": lcc(x, y),
         "lcc_lo": ci["lcc"][0],
         "lcc_hi": ci["lcc"][1],

@@ -32,6 +32,7 @@ from toolkit.scoring.measures import compute_measures, oriented, select_measures
 
 log = logging.getLogger(__name__)
 
+WORKER_BATCH_SECONDS = 20.0  # audio per batch sent to a worker process (score_files with jobs > 1)
 MEASURES_VERSION = 1  # bump when a measure's definition changes: invalidates every cache entry
 
 
@@ -257,6 +258,7 @@ def score_files(
     desc: str | None = None,
     on_batch: Callable[[int], None] | None = None,
     jobs: int = 1,
+    pool=None,
 ) -> ScoreRun:
     """Score ``files`` (``(key, path)`` pairs) with ``scorer``; returns a :class:`ScoreRun`.
 
@@ -272,7 +274,11 @@ def score_files(
     (:mod:`toolkit.scoring.workers`) when the scorer runs on CPU and says ``workers = True`` (the
     wav2vec scorer and the acoustic control; others run here). The batches are
     planned and merged here in the same order as with one process, and only this process writes
-    the cache, so scores, skips, notes, errors and cache are the same as with ``jobs=1``.
+    the cache, so scores, skips, notes, errors and cache are the same as with ``jobs=1``. ``pool``
+    (a :class:`~toolkit.scoring.workers.WorkerPool`) runs them in workers that are already started
+    (``toolkit evaluate`` keeps one for all its scorers and datasets); ``jobs`` then does not matter.
+    Batches for workers hold at most :data:`WORKER_BATCH_SECONDS` of audio, so that the workers
+    finish together (on CPU a clip's scores do not depend on its batch).
     """
     from tqdm.auto import tqdm
 
@@ -305,15 +311,16 @@ def score_files(
             run.skipped.append(_skip(key, path, err.problem))
             continue
         sized.append((key, path, reference, file_key, int(info.frames * scorer.sample_rate / max(info.sample_rate, 1))))
-    budget = int(max_batch_seconds * scorer.sample_rate)
-    batches = plan_batches([s[4] for s in sized], budget)
-    tasks = [([sized[i][:3] for i in batch], skip_bad) for batch in batches]
     device = getattr(scorer, "device", None)
     if not getattr(scorer, "workers", False) or (device is not None and torch.device(device).type != "cpu"):
-        jobs = 1  # workers are for CPU scorers checked to score the same there; one GPU is fed best by one process
+        jobs, pool = 1, None  # workers are for CPU scorers checked to score the same there; one GPU is fed best by one process
+    parallel = jobs > 1 or (pool is not None and not pool.closed)
+    seconds = min(max_batch_seconds, WORKER_BATCH_SECONDS) if parallel else max_batch_seconds
+    batches = plan_batches([s[4] for s in sized], int(seconds * scorer.sample_rate))
+    tasks = [([sized[i][:3] for i in batch], skip_bad) for batch in batches]
     bar = tqdm(total=len(sized), desc=desc or scorer.name, unit="clip", disable=not progress, leave=False)
     try:
-        for batch, done in zip(batches, ordered_map(score_batch, scorer, tasks, jobs, what=desc or scorer.name)):
+        for batch, done in zip(batches, ordered_map(score_batch, scorer, tasks, jobs, what=desc or scorer.name, pool=pool)):
             run.skipped += done.skipped
             run.notes.update(done.notes)
             file_keys = {sized[i][0]: sized[i][3] for i in batch}
