@@ -279,51 +279,28 @@ def _writer_alive(tmp: Path) -> bool:
 
 # ---------------------------------------------------------------------------------------------- save
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save(obj)`` to ``path`` via ``.<name>.<pid>.tmp`` in the same folder, then a rename.
-
-    The bytes are fsynced before the rename and the folder after it, so after a crash ``path``
-    holds either the old content or the complete new one. The pid in the temporary name lets
-    :func:`prune_checkpoints` remove only the leftovers of dead writers. A full disk becomes a
-    :class:`ToolkitError` naming the file.
+    """``torch.save(obj)`` to ``path`` atomically (:func:`toolkit.io.atomic_write`), through
+    ``.<name>.<pid>.tmp`` in the same folder: the pid lets :func:`prune_checkpoints` remove only the
+    leftovers of dead writers. A full disk becomes a :class:`ToolkitError` naming the file.
     """
     import torch
 
-    from toolkit.io import disk_full_error
+    from toolkit.io import atomic_write
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
+    buffer = io.BytesIO()  # serialised first: see toolkit.io.write_torch
     torch.save(obj, buffer)
     data = buffer.getbuffer()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            sleep = _test_sleep(path.name)
-            if sleep > 0:
-                half = len(data) // 2
-                handle.write(data[:half])
-                handle.flush()
-                os.fsync(handle.fileno())
-                time.sleep(sleep)
-                handle.write(data[half:])
-            else:
-                handle.write(data)
+    with atomic_write(path, "wb", temp_name=f".{path.name}.{os.getpid()}.tmp", doing="writing the checkpoint") as handle:
+        sleep = _test_sleep(path.name)
+        if sleep > 0:  # fault injection: a writer killed half-way leaves half a temporary file
+            half = len(data) // 2
+            handle.write(data[:half])
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        full = disk_full_error(path, err, "writing the checkpoint") if isinstance(err, OSError) else None
-        if full is not None:
-            raise full from None
-        raise
-    with contextlib.suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            time.sleep(sleep)
+            data = data[half:]
+        handle.write(data)
 
 
 def _test_sleep(name: str) -> float:

@@ -43,16 +43,24 @@ _FILE_MODE = _default_mode()
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
+def atomic_write(path: str | os.PathLike, mode: str = "w", *, temp_name: str | None = None,
+                 doing: str = "writing", **kwargs: Any) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on success fsync it, rename it over ``path`` and fsync
+    the folder, so that after a crash ``path`` holds the old content or the complete new one.
 
     On any exception the temporary file is removed and ``path`` is left untouched. A full disk
-    (``ENOSPC``, or a quota or file-size limit) becomes a :class:`ToolkitError` naming the file.
-    The file gets the permissions ``open()`` would give it (not mkstemp's owner-only ``0o600``).
+    (``ENOSPC``, or a quota or file-size limit) becomes a :class:`ToolkitError` naming the file and
+    what was being done (``doing``). The file gets the permissions ``open()`` would give it (not
+    mkstemp's owner-only ``0o600``). ``temp_name`` fixes the temporary file's name (default: a
+    unique ``.<name>.XXXX.tmp``); checkpoints put the writer's pid there.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if temp_name is None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    else:
+        tmp = str(path.parent / temp_name)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(fd, mode, **kwargs) as handle:
             yield handle
@@ -63,13 +71,19 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Ite
         os.replace(tmp, path)
     except OSError as err:
         _cleanup(tmp)
-        full = disk_full_error(path, err)
+        full = disk_full_error(path, err, doing)
         if full is not None:
             raise full from None
         raise
     except BaseException:
         _cleanup(tmp)
         raise
+    with contextlib.suppress(OSError):  # the rename itself survives a crash once the folder is synced
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
 
 def _cleanup(tmp: str) -> None:
