@@ -152,10 +152,23 @@ def test_logits_implementations_agree():
     lengths = torch.tensor([9000, 5000, 3000])
     with torch.no_grad():
         fast = model(wav, lengths, generator=generators([0, 1, 2]))
-        model.logits_impl = "gather"
-        slow = model(wav, lengths, generator=generators([0, 1, 2]))
-    assert torch.equal(fast.mask, slow.mask)
-    torch.testing.assert_close(fast.logits[fast.mask], slow.logits[slow.mask], atol=1e-5, rtol=1e-5)
+        for impl in ("gather", "targets"):
+            model.logits_impl = impl
+            other = model(wav, lengths, generator=generators([0, 1, 2]))
+            assert other.logits.shape == fast.logits.shape and torch.equal(fast.mask, other.mask)
+            torch.testing.assert_close(fast.logits[fast.mask], other.logits[other.mask], atol=1e-5, rtol=1e-5)
+    # the per-call choice, with a real preset (12 steps), on a padded batch
+    model = build_preset("small").eval()
+    wav, lengths = torch.randn(2, 24000), torch.tensor([24000, 13000])
+    with torch.no_grad():
+        z, _, predictions, frames = model.encode(wav, lengths)
+        negatives = model.sample_negatives(frames, z.shape[-1], generators([5, 6]))
+        by_step = model.contrastive_logits(z, predictions, frames, negatives, impl="matmul")
+        by_target = model.contrastive_logits(z, predictions, frames, negatives, impl="targets")
+    assert torch.equal(by_step[1], by_target[1]) and by_step[1].any() and not by_step[1].all()
+    torch.testing.assert_close(by_step[0][by_step[1]], by_target[0][by_target[1]], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="logits impl"):
+        model.contrastive_logits(z, predictions, frames, negatives, impl="nope")
 
 
 def test_fp16_autocast_keeps_logits_in_float32():

@@ -115,9 +115,11 @@ class Wav2VecModel(nn.Module):
         self.offset = config.offset if config.offset is not None else auto_offset(config.conv_feature_layers)
         self.num_negatives = config.num_negatives
         # How logits are computed (same numbers, within float rounding): "matmul" scores all frame
-        # pairs with one matmul per step and picks the candidates (faster); "gather" gathers the
-        # candidate latents first (less memory for very long inputs).
-        self.logits_impl: Literal["matmul", "gather"] = "matmul"
+        # pairs with one matmul per step and picks the candidates (training's default); "gather"
+        # gathers the candidate latents per step first (less memory for very long inputs);
+        # "targets" gathers each target frame's candidates once for all steps (a target keeps its
+        # distractors at every step): a tenth of matmul's work, the scorer's choice on CPU.
+        self.logits_impl: Literal["matmul", "gather", "targets"] = "matmul"
 
     @property
     def min_samples(self) -> int:
@@ -167,12 +169,14 @@ class Wav2VecModel(nn.Module):
         return sample_uniform(frame_lengths, max_frames, self.num_negatives, generator)
 
     def contrastive_logits(
-        self, z: Tensor, predictions: Tensor, frame_lengths: Tensor, negative_indices: Tensor
+        self, z: Tensor, predictions: Tensor, frame_lengths: Tensor, negative_indices: Tensor,
+        impl: Literal["matmul", "gather", "targets"] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Logits ``[B, K, T, 1+N]`` and mask ``[B, K, T]``.
 
         ``logits[b, k, t, 0] = <predictions[b, :, t, k], z[b, :, t + offset + k]>``; index ``n + 1``
-        uses ``z[b, :, negative_indices[b, t + offset + k, n]]`` instead.
+        uses ``z[b, :, negative_indices[b, t + offset + k, n]]`` instead. ``impl`` overrides
+        :attr:`logits_impl` for this call. Entries outside the mask are not meaningful.
         """
         device_type = z.device.type
         fp16 = z.dtype == torch.float16 or (
@@ -182,12 +186,16 @@ class Wav2VecModel(nn.Module):
             # Dot products of wide latents overflow fp16 (max 65,504) and turn the loss into NaN:
             # fairseq's model does exactly that under fp16 autocast. Compute them in float32.
             with torch.autocast(device_type, enabled=False):
-                return self._contrastive_logits(z.float(), predictions.float(), frame_lengths, negative_indices)
-        return self._contrastive_logits(z, predictions, frame_lengths, negative_indices)
+                return self._contrastive_logits(z.float(), predictions.float(), frame_lengths, negative_indices, impl)
+        return self._contrastive_logits(z, predictions, frame_lengths, negative_indices, impl)
 
     def _contrastive_logits(
-        self, z: Tensor, predictions: Tensor, frame_lengths: Tensor, negative_indices: Tensor
+        self, z: Tensor, predictions: Tensor, frame_lengths: Tensor, negative_indices: Tensor,
+        impl: str | None = None,
     ) -> tuple[Tensor, Tensor]:
+        impl = impl or self.logits_impl
+        if impl not in ("matmul", "gather", "targets"):
+            raise ValueError(f"logits impl must be matmul, gather or targets, got {impl!r}")
         batch, channels, frames = z.shape
         steps = predictions.shape[-1]
         context_frames = frames - self.offset
@@ -196,6 +204,9 @@ class Wav2VecModel(nn.Module):
                 f"{frames} latent frames leave no prediction at offset {self.offset}: "
                 f"the input needs at least {self.min_samples} samples"
             )
+        if impl == "targets":
+            return self._logits_by_target(z, predictions, frame_lengths, negative_indices), self._logits_mask(
+                frame_lengths, context_frames, steps, z.device)
         pred = predictions.permute(0, 3, 2, 1)[:, :, :context_frames]  # [B, K, T, C]
         # cand[b, s, 0] = s (the true frame), cand[b, s, n + 1] = n-th distractor of target frame s.
         frame_ids = torch.arange(frames, device=z.device).expand(batch, frames).unsqueeze(-1)
@@ -205,7 +216,7 @@ class Wav2VecModel(nn.Module):
         per_step = []
         for k in range(steps):
             targets = cand[:, self.offset + k : self.offset + k + context_frames]  # [B, T, 1+N]
-            if self.logits_impl == "matmul":
+            if impl == "matmul":
                 # All frame-pair scores with one matmul, then pick the candidates (fast on GPU/CPU).
                 scores = torch.bmm(pred[:, k], z)  # [B, T, F]
                 per_step.append(scores.gather(2, targets))
@@ -215,11 +226,44 @@ class Wav2VecModel(nn.Module):
                 idx = targets.reshape(batch, -1, 1).expand(-1, -1, channels)
                 cands = torch.gather(zt, 1, idx).view(batch, context_frames, -1, channels)
                 per_step.append(torch.einsum("btc,btjc->btj", pred[:, k], cands))
-        logits = torch.stack(per_step, dim=1)
-        t = torch.arange(context_frames, device=z.device)
-        target = t[None, :] + self.offset + torch.arange(steps, device=z.device)[:, None]  # [K, T]
-        mask = target[None] < frame_lengths[:, None, None]
-        return logits, mask
+        return torch.stack(per_step, dim=1), self._logits_mask(frame_lengths, context_frames, steps, z.device)
+
+    def _logits_mask(self, frame_lengths: Tensor, context_frames: int, steps: int, device: torch.device) -> Tensor:
+        """``[B, K, T]``: the prediction of step ``k`` from frame ``t`` has a target inside the input."""
+        t = torch.arange(context_frames, device=device)
+        target = t[None, :] + self.offset + torch.arange(steps, device=device)[:, None]  # [K, T]
+        return target[None] < frame_lengths[:, None, None]
+
+    def _logits_by_target(self, z: Tensor, predictions: Tensor, frame_lengths: Tensor, negative_indices: Tensor) -> Tensor:
+        """The ``"targets"`` logits ``[B, K, T, 1+N]``: per target frame ``s``, the ``K`` predictions
+        aimed at it (step ``k`` from context frame ``s - offset - k``) against its ``1+N`` candidates,
+        one small matmul per target. Predictions whose target lies past the input are 0 (masked)."""
+        batch, channels, frames = z.shape
+        steps = predictions.shape[-1]
+        context_frames = frames - self.offset
+        lead = self.offset + steps - 1  # zero rows before context frame 0: targets reached by no step
+        pred = predictions.permute(0, 3, 2, 1)[:, :, :context_frames]  # [B, K, T, C]
+        pred = nn.functional.pad(pred, (0, 0, lead, 0)).contiguous()  # [B, K, lead + T, C]
+        rows = pred.shape[2]
+        # aimed[b, s, k] = pred[b, k, lead + s - offset - k]: a strided view, no copy
+        aimed = pred.as_strided(
+            (batch, frames, steps, channels),
+            (steps * rows * channels, channels, (rows - 1) * channels, 1),
+            pred.storage_offset() + (lead - self.offset) * channels,
+        )
+        frame_ids = torch.arange(frames, device=z.device).expand(batch, frames).unsqueeze(-1)
+        cand = torch.cat([frame_ids, negative_indices.to(z.device)], dim=-1)  # [B, F, 1+N]
+        width = cand.shape[-1]
+        zt = z.transpose(1, 2)  # [B, F, C]
+        cands = torch.gather(zt, 1, cand.reshape(batch, -1, 1).expand(-1, -1, channels)).view(batch, frames, width, channels)
+        by_target = torch.matmul(aimed, cands.transpose(-1, -2))  # [B, F, K, 1+N]
+        # logits[b, k, t] = by_target[b, t + offset + k, k]; targets past the input (s >= F) are 0 rows.
+        by_target = nn.functional.pad(by_target, (0, 0, 0, 0, 0, steps - 1))
+        return by_target.as_strided(
+            (batch, steps, context_frames, width),
+            (by_target.stride(0), by_target.stride(1) + by_target.stride(2), by_target.stride(1), 1),
+            by_target.storage_offset() + self.offset * by_target.stride(1),
+        ).contiguous()
 
     def forward(
         self,

@@ -111,8 +111,8 @@ class Wav2VecScorer:
 
     The network runs once per batch (``model.encode``); negatives are then drawn ``draws`` times from
     per-utterance generators seeded by ``(seed, key)``, and each measure is averaged over the draws.
-    The contrastive logits of all draws come from one pass (the positive and the frame-pair scores
-    are shared between draws).
+    The contrastive logits of all draws come from one pass (the positive, and on GPU the frame-pair
+    scores, are shared between draws).
     Scores therefore do not depend on how utterances are batched; on CPU each clip is run alone, so
     they are bit-identical whatever the batching (on GPU they agree to float rounding).
 
@@ -196,12 +196,15 @@ class Wav2VecScorer:
             z, _, predictions, frame_lengths = self.model.encode(wavs, lengths)
         z, predictions = z.float(), predictions.float()
         generators = [torch.Generator().manual_seed(key_seed(self.seed, k)) for k in keys]
-        # All draws in one contrastive pass: the frame-pair scores (O(frames^2) per step) are computed
-        # once and each draw picks its own distractors from them. The negatives are drawn draw by draw
-        # from the same generators as one pass per draw would, so the scores are the same bit for bit.
+        # All draws in one contrastive pass: the positive is scored once and every draw's distractors
+        # come from the same pass. The negatives are drawn draw by draw from the same generators as
+        # one pass per draw would, so the draws are those of separate passes.
         n = self.model.num_negatives
         negatives = [self.model.sample_negatives(frame_lengths, z.shape[-1], generators, "uniform") for _ in range(self.draws)]
-        logits, mask = self.model.contrastive_logits(z, predictions, frame_lengths, torch.cat(negatives, dim=-1))
+        # On CPU each target frame's candidates are gathered once for all steps (a tenth of the
+        # frame-pair work; bench/bench_evaluate.py); the GPU keeps one frame-pair matmul per step.
+        impl = "targets" if self.device.type == "cpu" else "matmul"
+        logits, mask = self.model.contrastive_logits(z, predictions, frame_lengths, torch.cat(negatives, dim=-1), impl)
         # Measures of every draw in one call: the draws stacked along the batch axis ([D*B, K, T, 1+N]).
         draws = torch.cat([torch.cat([logits[..., :1], logits[..., 1 + d * n : 1 + (d + 1) * n]], dim=-1)
                            for d in range(self.draws)])
