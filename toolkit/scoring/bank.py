@@ -39,7 +39,7 @@ from torch import Tensor
 from toolkit.audio import SAMPLE_RATE, load_audio
 from toolkit.errors import AudioError, CheckpointError, ToolkitError
 from toolkit.scoring.measures import MEASURES, compute_measures, oriented
-from toolkit.scoring.scorer import key_seed, state_dict_hash, utterance_key
+from toolkit.scoring.scorer import key_seed, scoring_logits_impl, state_dict_hash, utterance_key
 from toolkit.scoring.typicality import spherical_kmeans, typicality_measures
 
 log = logging.getLogger(__name__)
@@ -296,7 +296,7 @@ def utterance_measures(
     total: dict[str, Tensor] = {}
     for _ in range(draws):
         negatives = model.sample_negatives(frame_lengths, z.shape[-1], g, "uniform")
-        logits, mask = model.contrastive_logits(z, predictions, frame_lengths, negatives)
+        logits, mask = model.contrastive_logits(z, predictions, frame_lengths, negatives, scoring_logits_impl(z.device))
         for name, value in compute_measures(logits, mask, names).items():
             total[name] = total[name] + value if name in total else value
     return {n: v / draws for n, v in oriented(total).items()}

@@ -97,6 +97,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+def scoring_logits_impl(device: torch.device) -> str:
+    """How scorers compute contrastive logits on ``device`` (:attr:`Wav2VecModel.logits_impl`): on
+    CPU each target frame's candidates once for all steps (a tenth of the frame-pair work;
+    docs/performance.md), on GPU one frame-pair matmul per step, as in training."""
+    return "targets" if device.type == "cpu" else "matmul"
+
+
 def autocast_context(device: torch.device, dtype: str | None):
     """bf16 autocast for the network, or nothing. Measures are always computed in float32."""
     if dtype in (None, "float32", "fp32"):
@@ -201,10 +208,8 @@ class Wav2VecScorer:
         # one pass per draw would, so the draws are those of separate passes.
         n = self.model.num_negatives
         negatives = [self.model.sample_negatives(frame_lengths, z.shape[-1], generators, "uniform") for _ in range(self.draws)]
-        # On CPU each target frame's candidates are gathered once for all steps (a tenth of the
-        # frame-pair work; bench/bench_evaluate.py); the GPU keeps one frame-pair matmul per step.
-        impl = "targets" if self.device.type == "cpu" else "matmul"
-        logits, mask = self.model.contrastive_logits(z, predictions, frame_lengths, torch.cat(negatives, dim=-1), impl)
+        logits, mask = self.model.contrastive_logits(z, predictions, frame_lengths, torch.cat(negatives, dim=-1),
+                                                     scoring_logits_impl(z.device))
         # Measures of every draw in one call: the draws stacked along the batch axis ([D*B, K, T, 1+N]).
         draws = torch.cat([torch.cat([logits[..., :1], logits[..., 1 + d * n : 1 + (d + 1) * n]], dim=-1)
                            for d in range(self.draws)])
