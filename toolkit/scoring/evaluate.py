@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -118,6 +119,8 @@ def evaluate(
     # Workers start now (seconds each: a fresh interpreter importing torch), while this process reads
     # the datasets and loads the first model, and serve every scorer and dataset after that.
     pool = WorkerPool(jobs) if jobs > 1 and any(_runs_in_workers(c, device) for c in candidates) else None
+    if pool is not None:  # this process waits while the workers score: import what comes after meanwhile
+        threading.Thread(target=_import_for_results, args=(plots and out is not None,), daemon=True).start()
     try:
         result, loaded = _evaluate(candidates, datasets, out, cache_dir, use_cache, skip_bad, limit, seed, n_boot,
                            max_batch_seconds, progress, echo, jobs, pool)
@@ -132,6 +135,17 @@ def evaluate(
     if echo:
         echo(format_summary(result))
     return result
+
+
+def _import_for_results(plots: bool) -> None:
+    """Import scipy.stats (the correlations) and matplotlib (the plots), which take about a second."""
+    import importlib
+
+    for module in ("scipy.stats",) + (("toolkit.scoring.plots",) if plots else ()):
+        try:
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001 - only a head start: a failure shows where the module is used
+            return
 
 
 def _runs_in_workers(cand: Candidate, device: str | None) -> bool:
