@@ -200,8 +200,22 @@ class WorkerPool:
             log.info("running in one process: the scorer cannot be sent to worker processes (%s)", err)
             return False
         for w in self._workers:
-            w.conn.send_bytes(payload)  # the worker's recv() unpickles it
+            self._send(w, payload, "the scorer")
         return True
+
+    def _send(self, w: _Worker, message: Any, what: str) -> None:
+        """Send a message (``bytes``: already pickled, for the worker's ``recv()``); a worker that
+        has died becomes one clear error, and the pool is closed."""
+        try:
+            if isinstance(message, bytes):
+                w.conn.send_bytes(message)
+            else:
+                w.conn.send(message)
+        except OSError:  # BrokenPipeError, ConnectionResetError: the worker is gone
+            w.process.join(timeout=5)
+            self.close(terminate=True)
+            raise RuntimeError(f"a worker process died (exit code {w.process.exitcode}) before it could take "
+                               f"{what}; rerun with --jobs 1 to see the error in this process") from None
 
     def _run(self, tasks: list[Any], what: str) -> Iterator[Any]:
         results: dict[int, tuple[str, Any]] = {}
@@ -211,7 +225,7 @@ class WorkerPool:
             while next_result < len(tasks):
                 for w in self._workers:  # keep every worker supplied
                     while len(w.pending) < TASKS_IN_FLIGHT and next_task < len(tasks):
-                        w.conn.send(("task", next_task, tasks[next_task]))
+                        self._send(w, ("task", next_task, tasks[next_task]), f"its {what} task")
                         w.pending.append(next_task)
                         next_task += 1
                 while next_result in results:
@@ -235,9 +249,10 @@ class WorkerPool:
             if w.conn in ready or w.conn.poll():
                 try:
                     kind, index, value = w.conn.recv()
-                except EOFError:
-                    raise RuntimeError(f"a {what} worker process ended without answering "
-                                       f"(exit code {w.process.exitcode})") from None
+                except (EOFError, OSError):
+                    w.process.join(timeout=5)
+                    raise RuntimeError(f"a {what} worker process ended without answering (exit code "
+                                       f"{w.process.exitcode}); rerun with --jobs 1 to see the error in this process") from None
                 w.pending.remove(index)
                 results[index] = (kind, value)
             elif w.process.sentinel in ready:
