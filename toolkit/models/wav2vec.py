@@ -204,13 +204,15 @@ class Wav2VecModel(nn.Module):
                 f"{frames} latent frames leave no prediction at offset {self.offset}: "
                 f"the input needs at least {self.min_samples} samples"
             )
-        if impl == "targets":
-            return self._logits_by_target(z, predictions, frame_lengths, negative_indices), self._logits_mask(
-                frame_lengths, context_frames, steps, z.device)
+        t = torch.arange(context_frames, device=z.device)
+        target = t[None, :] + self.offset + torch.arange(steps, device=z.device)[:, None]  # [K, T]
+        mask = target[None] < frame_lengths[:, None, None]  # the prediction's target is inside the input
         pred = predictions.permute(0, 3, 2, 1)[:, :, :context_frames]  # [B, K, T, C]
         # cand[b, s, 0] = s (the true frame), cand[b, s, n + 1] = n-th distractor of target frame s.
         frame_ids = torch.arange(frames, device=z.device).expand(batch, frames).unsqueeze(-1)
         cand = torch.cat([frame_ids, negative_indices.to(z.device)], dim=-1)  # [B, F, 1+N]
+        if impl == "targets":
+            return self._logits_by_target(z, pred, cand), mask
         # Pad the target axis so that every step slices the same number of context frames.
         cand = nn.functional.pad(cand, (0, 0, 0, steps - 1))
         per_step = []
@@ -226,23 +228,17 @@ class Wav2VecModel(nn.Module):
                 idx = targets.reshape(batch, -1, 1).expand(-1, -1, channels)
                 cands = torch.gather(zt, 1, idx).view(batch, context_frames, -1, channels)
                 per_step.append(torch.einsum("btc,btjc->btj", pred[:, k], cands))
-        return torch.stack(per_step, dim=1), self._logits_mask(frame_lengths, context_frames, steps, z.device)
+        return torch.stack(per_step, dim=1), mask
 
-    def _logits_mask(self, frame_lengths: Tensor, context_frames: int, steps: int, device: torch.device) -> Tensor:
-        """``[B, K, T]``: the prediction of step ``k`` from frame ``t`` has a target inside the input."""
-        t = torch.arange(context_frames, device=device)
-        target = t[None, :] + self.offset + torch.arange(steps, device=device)[:, None]  # [K, T]
-        return target[None] < frame_lengths[:, None, None]
-
-    def _logits_by_target(self, z: Tensor, predictions: Tensor, frame_lengths: Tensor, negative_indices: Tensor) -> Tensor:
-        """The ``"targets"`` logits ``[B, K, T, 1+N]``: per target frame ``s``, the ``K`` predictions
-        aimed at it (step ``k`` from context frame ``s - offset - k``) against its ``1+N`` candidates,
-        one small matmul per target. Predictions whose target lies past the input are 0 (masked)."""
+    def _logits_by_target(self, z: Tensor, pred: Tensor, cand: Tensor) -> Tensor:
+        """The ``"targets"`` logits ``[B, K, T, 1+N]`` from ``z [B, C, F]``, the predictions ``pred
+        [B, K, T, C]`` and each target frame's candidates ``cand [B, F, 1+N]``: per target frame ``s``,
+        the ``K`` predictions aimed at it (step ``k`` from context frame ``s - offset - k``) against
+        its candidates, one small matmul per target. Predictions whose target lies past the input
+        are 0 (masked)."""
         batch, channels, frames = z.shape
-        steps = predictions.shape[-1]
-        context_frames = frames - self.offset
+        steps, context_frames = pred.shape[1], pred.shape[2]
         lead = self.offset + steps - 1  # zero rows before context frame 0: targets reached by no step
-        pred = predictions.permute(0, 3, 2, 1)[:, :, :context_frames]  # [B, K, T, C]
         pred = nn.functional.pad(pred, (0, 0, lead, 0)).contiguous()  # [B, K, lead + T, C]
         rows = pred.shape[2]
         # aimed[b, s, k] = pred[b, k, lead + s - offset - k]: a strided view, no copy
@@ -251,8 +247,6 @@ class Wav2VecModel(nn.Module):
             (steps * rows * channels, channels, (rows - 1) * channels, 1),
             pred.storage_offset() + (lead - self.offset) * channels,
         )
-        frame_ids = torch.arange(frames, device=z.device).expand(batch, frames).unsqueeze(-1)
-        cand = torch.cat([frame_ids, negative_indices.to(z.device)], dim=-1)  # [B, F, 1+N]
         width = cand.shape[-1]
         zt = z.transpose(1, 2)  # [B, F, C]
         cands = torch.gather(zt, 1, cand.reshape(batch, -1, 1).expand(-1, -1, channels)).view(batch, frames, width, channels)
