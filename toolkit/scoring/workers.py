@@ -145,9 +145,7 @@ class WorkerPool:
     def __init__(self, jobs: int) -> None:
         if jobs < 1:
             raise ValueError(f"jobs must be at least 1, got {jobs}")
-        self.jobs = jobs
-        self.start_method = start_method()
-        context = multiprocessing.get_context(self.start_method)
+        context = multiprocessing.get_context(start_method())
         self._workers: list[_Worker] = []
         with _sigint_ignored():
             for _ in range(jobs):
@@ -192,16 +190,16 @@ class WorkerPool:
         they do not pickle (logged)."""
         if self.closed:
             raise RuntimeError("the worker pool is closed")
-        try:
-            # Plain pickle, once for all workers: multiprocessing's own pickler would pass tensors as
-            # shared-memory handles that only one process can take.
-            payload = pickle.dumps(("state", fn, state), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as err:  # noqa: BLE001 - any pickling failure means: stay in the calling process
-            log.info("running in one process: the scorer cannot be sent to worker processes (%s)", err)
+        payload = _state_message(fn, state)
+        if payload is None:
             return False
+        self._broadcast(payload)
+        return True
+
+    def _broadcast(self, payload: bytes) -> None:
+        """Send a pickled ``("state", fn, state)`` (:func:`_state_message`) to every worker."""
         for w in self._workers:
             self._send(w, payload, "the scorer")
-        return True
 
     def _send(self, w: _Worker, message: Any, what: str) -> None:
         """Send a message (``bytes``: already pickled, for the worker's ``recv()``); a worker that
@@ -261,14 +259,15 @@ class WorkerPool:
                                    f"scoring; rerun with --jobs 1 to see the error in this process")
 
 
-def _pickles(state: Any) -> bool:
-    """Checked before starting workers for nothing (:meth:`WorkerPool.send_state` logs why not)."""
+def _state_message(fn: Callable[[Any, Any], Any], state: Any) -> bytes | None:
+    """``("state", fn, state)`` pickled for the workers' ``recv()``, or ``None`` (logged) when it does
+    not pickle. Plain pickle, once for all workers: multiprocessing's own pickler would pass tensors
+    as shared-memory handles that only one process can take."""
     try:
-        pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
-        return True
-    except Exception as err:  # noqa: BLE001 - any pickling failure means: stay in this process
+        return pickle.dumps(("state", fn, state), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as err:  # noqa: BLE001 - any pickling failure means: stay in the calling process
         log.info("running in one process: the scorer cannot be sent to worker processes (%s)", err)
-        return False
+        return None
 
 
 def ordered_map(fn: Callable[[Any, Any], Any], state: Any, tasks: Sequence[Any], jobs: int = 1,
@@ -284,10 +283,12 @@ def ordered_map(fn: Callable[[Any, Any], Any], state: Any, tasks: Sequence[Any],
         if pool.send_state(fn, state):
             yield from pool._run(tasks, what)
             return
-    elif len(tasks) > 1 and jobs > 1 and _pickles(state):
-        with WorkerPool(min(jobs, len(tasks))) as own:
-            if own.send_state(fn, state):
+    elif len(tasks) > 1 and jobs > 1:
+        payload = _state_message(fn, state)  # checked before starting workers for nothing
+        if payload is not None:
+            with WorkerPool(min(jobs, len(tasks))) as own:
+                own._broadcast(payload)
                 yield from own._run(tasks, what)
-                return
+            return
     for task in tasks:
         yield fn(state, task)
