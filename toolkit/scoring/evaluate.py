@@ -28,6 +28,7 @@ when several checkpoints carry a step), skipped.csv when clips were skipped, and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import threading
@@ -116,17 +117,49 @@ def evaluate(
         candidates = extension_candidates(candidates, extensions, bank, cache_dir, scorer_kwargs)
     if not candidates:
         raise ToolkitError("evaluate", "nothing to evaluate: give a checkpoint, random:PRESET, a --control or a --reference")
-    # Workers start now (seconds each: a fresh interpreter importing torch), while this process reads
-    # the datasets and loads the first model, and serve every scorer and dataset after that.
+    # One set of workers for every scorer and dataset, started now (forked where that is safe) while
+    # this process reads the datasets and loads the first model.
     pool = WorkerPool(jobs) if jobs > 1 and any(_runs_in_workers(c, device) for c in candidates) else None
     if pool is not None:  # this process waits while the workers score: import what comes after meanwhile
         threading.Thread(target=_import_for_results, args=(plots and out is not None,), daemon=True).start()
-    try:
-        result, loaded = _evaluate(candidates, datasets, out, cache_dir, use_cache, skip_bad, limit, seed, n_boot,
-                           max_batch_seconds, progress, echo, jobs, pool)
-    finally:
-        if pool is not None:
-            pool.close()
+    with pool or contextlib.nullcontext():
+        loaded: list[MosDataset] = []
+        for spec in datasets:
+            ds = spec if isinstance(spec, MosDataset) else load_dataset(spec, skip_bad=skip_bad)
+            if limit:
+                ds = ds.subset(limit, seed)
+            loaded.append(ds)
+        if len({d.name for d in loaded}) != len(loaded):
+            raise ToolkitError("--dataset", f"dataset names must be unique, got {[d.name for d in loaded]} (use NAME=KIND:PATH)")
+        result = EvaluationResult([], out)
+        for ds in loaded:
+            result.skipped += [{"dataset": ds.name, "scorer": "(reader)", "where": w, "problem": p} for w, p in ds.skipped]
+            result.notes += [f"{ds.name}: {n}" for n in ds.notes]
+            if echo:
+                echo(ds.describe())
+
+        for cand in candidates:
+            scorer = cand.build()
+            cache = ScoreCache(cache_dir, scorer.fingerprint()) if use_cache and cache_dir is not None else None
+            for ds in loaded:
+                files = _files_for(scorer, ds, result.notes)
+                if not files:
+                    continue
+                run = score_files(
+                    scorer, files, cache=cache, max_batch_seconds=max_batch_seconds, skip_bad=skip_bad,
+                    progress=progress, desc=f"{cand.name} / {ds.name}", jobs=jobs, pool=pool,
+                )
+                result.scores[(cand.name, ds.name)] = run.scores
+                result.skipped += [
+                    {"dataset": ds.name, "scorer": cand.name, "where": s.path, "problem": s.reason} for s in run.skipped
+                ]
+                for note, count in run.notes.items():
+                    result.notes.append(f"{ds.name} ({cand.name}): {count} clip(s) {note}")
+                log.info("%s on %s: %d computed, %d from cache, %d skipped", cand.name, ds.name, run.computed, run.cached, len(run.skipped))
+                result.rows += correlation_rows(cand, scorer.measures, ds, run.scores, len(run.skipped), n_boot, seed)
+            if cache is not None:
+                cache.compact()
+            del scorer
     result.seconds = time.perf_counter() - start
     if out is not None:
         write_outputs(result, loaded, plots=plots)
@@ -153,50 +186,6 @@ def _runs_in_workers(cand: Candidate, device: str | None) -> bool:
     if cand.role == "reference" or resolve_device(device).type != "cpu":
         return False
     return cand.source != "object" or bool(getattr(cand.build(), "workers", False))
-
-
-def _evaluate(candidates: list[Candidate], datasets, out: Path | None, cache_dir, use_cache: bool, skip_bad: bool,
-              limit: int | None, seed: int, n_boot: int, max_batch_seconds: float, progress: bool, echo, jobs: int,
-              pool: WorkerPool | None) -> tuple[EvaluationResult, list[MosDataset]]:
-    """Read the datasets, then score each candidate on each and correlate (see :func:`evaluate`)."""
-    loaded: list[MosDataset] = []
-    for spec in datasets:
-        ds = spec if isinstance(spec, MosDataset) else load_dataset(spec, skip_bad=skip_bad)
-        if limit:
-            ds = ds.subset(limit, seed)
-        loaded.append(ds)
-    if len({d.name for d in loaded}) != len(loaded):
-        raise ToolkitError("--dataset", f"dataset names must be unique, got {[d.name for d in loaded]} (use NAME=KIND:PATH)")
-    result = EvaluationResult([], out)
-    for ds in loaded:
-        result.skipped += [{"dataset": ds.name, "scorer": "(reader)", "where": w, "problem": p} for w, p in ds.skipped]
-        result.notes += [f"{ds.name}: {n}" for n in ds.notes]
-        if echo:
-            echo(ds.describe())
-
-    for cand in candidates:
-        scorer = cand.build()
-        cache = ScoreCache(cache_dir, scorer.fingerprint()) if use_cache and cache_dir is not None else None
-        for ds in loaded:
-            files = _files_for(scorer, ds, result.notes)
-            if not files:
-                continue
-            run = score_files(
-                scorer, files, cache=cache, max_batch_seconds=max_batch_seconds, skip_bad=skip_bad,
-                progress=progress, desc=f"{cand.name} / {ds.name}", jobs=jobs, pool=pool,
-            )
-            result.scores[(cand.name, ds.name)] = run.scores
-            result.skipped += [
-                {"dataset": ds.name, "scorer": cand.name, "where": s.path, "problem": s.reason} for s in run.skipped
-            ]
-            for note, count in run.notes.items():
-                result.notes.append(f"{ds.name} ({cand.name}): {count} clip(s) {note}")
-            log.info("%s on %s: %d computed, %d from cache, %d skipped", cand.name, ds.name, run.computed, run.cached, len(run.skipped))
-            result.rows += correlation_rows(cand, scorer.measures, ds, run.scores, len(run.skipped), n_boot, seed)
-        if cache is not None:
-            cache.compact()
-        del scorer
-    return result, loaded
 
 
 def _files_for(scorer, ds: MosDataset, notes: list[str]) -> list[tuple]:

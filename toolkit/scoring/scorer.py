@@ -286,7 +286,8 @@ def score_files(
     (a :class:`~toolkit.scoring.workers.WorkerPool`) runs them in workers that are already started
     (``toolkit evaluate`` keeps one for all its scorers and datasets); ``jobs`` then does not matter.
     Batches for workers hold at most :data:`WORKER_BATCH_SECONDS` of audio, so that the workers
-    finish together (on CPU a clip's scores do not depend on its batch).
+    finish together (on CPU a clip's scores do not depend on its batch); when a bad file stops the
+    run, the batches cached before it can therefore differ from those of ``jobs=1``.
     """
     from tqdm.auto import tqdm
 
