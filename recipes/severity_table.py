@@ -20,7 +20,7 @@ import csv
 import math
 from pathlib import Path
 
-from toolkit.degrade import read_manifest
+from toolkit.degrade import rows_by_utt_id
 from toolkit.degrade.report import severity_rows
 from toolkit.io import atomic_write
 
@@ -30,11 +30,7 @@ FIELDS = ["scorer", "measure", "type", "srcc", "ci_low", "ci_high", "pooled", "c
 def scorer_rows(scores_csv: Path, manifest: Path, scorer: str, bootstrap: int = 1000) -> list[dict]:
     """Every measure of one scorer's per-clip scores, per degradation type (the demo's
     :func:`toolkit.degrade.report.severity_rows` on a `toolkit evaluate` scores file)."""
-    base = manifest.parent
-    keyed = {
-        str(Path(r.path).relative_to(base).with_suffix("")): (r.clean_id, r.type, r.severity)
-        for r in read_manifest(manifest)
-    }
+    keyed = {utt: (r.clean_id, r.type, r.severity) for utt, r in rows_by_utt_id(manifest).items()}
     with open(scores_csv, newline="", encoding="utf-8") as handle:
         scores = {
             rec["utt_id"]: {m: float(v) if v not in ("", "nan") else math.nan

@@ -11,6 +11,7 @@ from toolkit.scoring.metrics import (
     ktau,
     lcc,
     mse_linear,
+    paired_srcc_difference,
     srcc,
     system_means,
 )
@@ -110,3 +111,47 @@ def test_bootstrap_intervals_do_not_depend_on_what_was_correlated_before():
         metrics.bootstrap_ci(other, mos[: other.size], n_boot=300, seed=1)
     assert metrics.bootstrap_ci(b, mos, n_boot=300, seed=1) == first
     assert metrics.bootstrap_ci(b, mos, n_boot=300, seed=2) != first  # the seed still matters
+
+
+def test_paired_difference_of_a_scorer_with_itself_is_exactly_zero():
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=40)
+    a = y + rng.normal(size=40)
+    out = paired_srcc_difference(a, a, y, n_boot=200)
+    assert (out["diff"], out["lo"], out["hi"], out["groups"]) == (0.0, 0.0, 0.0, 40)
+
+
+def test_paired_difference_sees_a_better_scorer_and_brackets_the_estimate():
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=200)
+    good, poor = y + 0.3 * rng.normal(size=200), y + 2.0 * rng.normal(size=200)
+    out = paired_srcc_difference(good, poor, y, n_boot=500)
+    expected = stats.spearmanr(good, y).statistic - stats.spearmanr(poor, y).statistic
+    assert out["diff"] == pytest.approx(expected, abs=1e-12)
+    assert 0 < out["lo"] < out["diff"] < out["hi"]
+    swapped = paired_srcc_difference(poor, good, y, n_boot=500)
+    assert swapped["diff"] == pytest.approx(-out["diff"], abs=1e-12)
+
+
+def test_paired_difference_resamples_whole_clusters():
+    # Every clip copied 3 times, the copies forming one cluster: resampling clusters draws each
+    # clip's copies together, and SRCC over a multiset in which every point appears 3 times as often
+    # equals SRCC over the multiset itself (ranks are a linear map of the originals). So the
+    # clustered interval must equal the one-clip-per-cluster interval of the original data exactly;
+    # resampling copies one by one would give a narrower interval.
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=25)
+    a, b = y + rng.normal(size=25), y + 1.5 * rng.normal(size=25)
+    base = paired_srcc_difference(a, b, y, n_boot=300, seed=7)
+    rep = np.repeat
+    clustered = paired_srcc_difference(rep(a, 3), rep(b, 3), rep(y, 3), rep(np.arange(25), 3), n_boot=300, seed=7)
+    assert clustered["groups"] == 25
+    for key in ("diff", "lo", "hi"):
+        assert clustered[key] == pytest.approx(base[key], abs=1e-9)
+    per_copy = paired_srcc_difference(rep(a, 3), rep(b, 3), rep(y, 3), n_boot=300, seed=7)
+    assert per_copy["hi"] - per_copy["lo"] < 0.8 * (base["hi"] - base["lo"])
+
+
+def test_paired_difference_rejects_mismatched_groups():
+    with pytest.raises(ValueError, match="group labels"):
+        paired_srcc_difference([1, 2, 3], [3, 2, 1], [1, 2, 3], ["g"])

@@ -31,6 +31,7 @@ from toolkit.degrade.suite import (
     degrade_files,
     parse_types,
     read_manifest,
+    rows_by_utt_id,
 )
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "degrade_files",
     "parse_types",
     "read_manifest",
+    "rows_by_utt_id",
     "run",
     "severity_srcc",
 ]

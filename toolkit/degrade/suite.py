@@ -417,3 +417,11 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
     if not rows:
         raise DataError(path, "degradation manifest has no rows")
     return rows
+
+
+def rows_by_utt_id(path: str | os.PathLike) -> dict[str, ManifestRow]:
+    """The manifest's rows keyed by the ``utt_id`` that ``toolkit evaluate --dataset csv:PATH`` gives
+    each clip (its path relative to the manifest, without the extension), to join scores files with
+    each clip's clean recording, type and severity."""
+    base = Path(path).parent.resolve()
+    return {Path(os.path.relpath(r.path, base)).with_suffix("").as_posix(): r for r in read_manifest(path)}
