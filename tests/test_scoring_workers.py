@@ -75,6 +75,29 @@ def test_workers_give_one_process_scores_skips_notes_and_cache(tmp_path, make_sc
     assert again.computed == 0 and again.cached == n and again.scores == one.scores
 
 
+def test_extension_scorer_in_workers_gives_one_process_scores(tmp_path, monkeypatch):
+    from toolkit.scoring import workers
+    from toolkit.scoring.bank import build_bank
+    from toolkit.scoring.extensions import ExtensionScorer
+
+    torch.manual_seed(0)
+    model = wav2vec_tiny()
+    clips = _clips(tmp_path / "audio")
+    good = [p for k, p in clips.items() if k.startswith("c")]
+    bank = build_bank(model, good[:4], clusters=4, bank_frames=100, seed=0, draws=1, iterations=3)
+    scorer = ExtensionScorer(model, bank, ["bank", "typicality", "combo"], draws=2)
+    files = list(clips.items())
+    mapped = []
+    real_map = workers.ordered_map
+    monkeypatch.setattr(workers, "ordered_map", lambda fn, state, tasks, jobs, *a, **k:
+                        mapped.append(jobs) or real_map(fn, state, tasks, jobs, *a, **k))
+    runs = [score_files(scorer, files, skip_bad=True, progress=False, max_batch_seconds=2.0, jobs=jobs)
+            for jobs in (1, 2)]
+    assert len(runs[0].scores) == len(good) and runs[1].scores == runs[0].scores  # bit for bit
+    assert [s.path for s in runs[1].skipped] == [s.path for s in runs[0].skipped]
+    assert mapped == [1, 2]  # the second run went through two workers
+
+
 def test_bad_file_in_a_worker_is_the_same_clear_error(tmp_path):
     torch.manual_seed(0)
     scorer = Wav2VecScorer(wav2vec_tiny(), draws=1)

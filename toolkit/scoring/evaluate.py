@@ -252,7 +252,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=None, metavar="N",
                         help="worker processes scoring on CPU, one thread each (default: the usable cores, "
                         f"here {usable_cores()}); 1 scores in this process. Same scores, outputs and cache whatever N; "
-                        "--reference, --extension and --wav2vec2 scorers and GPU runs use one process")
+                        "--reference and --wav2vec2 scorers and GPU runs use one process")
     parser.add_argument("--batch-seconds", type=float, default=120.0, help="audio per batch, padded (default 120 s)")
     parser.add_argument("--cache", default=None, help="score cache folder (default OUTPUT/cache); share it across runs")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the score cache")

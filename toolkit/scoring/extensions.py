@@ -105,6 +105,7 @@ class ExtensionScorer:
     """
 
     sample_rate = SAMPLE_RATE
+    workers = True  # clips are scored one at a time, seeded by key: the same in any worker (tested)
 
     def __init__(self, model: torch.nn.Module, bank: ReferenceBank, extensions: Sequence[str], draws: int = 3,
                  seed: int = 0, device: str | torch.device | None = "cpu", dtype: str | None = None,
