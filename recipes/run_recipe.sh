@@ -192,20 +192,36 @@ fi
 
 # 5. The adaptation curve: SRCC of each measure against the pretraining step, from the evaluation of
 #    every checkpoint (results.csv, plots/) and from training itself (adaptation/curve.csv).
-# Degradation sets (csv:DIR/manifest.csv from `toolkit degrade`): SRCC per degradation type.
-severity_tables() {  # RESULTS_DIR SPEC...
-    local out=$1 spec name body path; shift
+# Degradation sets (csv:DIR/manifest.csv from `toolkit degrade`): SRCC per degradation type, and
+# the paired difference last checkpoint - step 0 (clusters: the clean recordings).
+degradation_sets() {  # SPEC...: prints NAME<TAB>MANIFEST for each `toolkit degrade` manifest among them
+    local spec name body path
     for spec in "$@"; do
         name=${spec%%=*}; [[ $name == "$spec" ]] && name=""
         body=${spec#*=}; [[ $body == csv:* ]] || continue
         path=${body#csv:}; [[ -n $name ]] || name=$(basename "${path%.*}")
         head -n 1 "$path" | grep -q clean_id || continue
-        "$PYTHON" "$HERE/severity_table.py" "$out" "$name" "$path" | tee "$out/severity_$name.md"
+        printf '%s\t%s\n' "$name" "$path"
     done
+}
+severity_tables() {  # RESULTS_DIR SPEC...
+    local out=$1 name path; shift
+    while IFS=$'\t' read -r name path; do
+        "$PYTHON" "$HERE/severity_table.py" "$out" "$name" "$path" | tee "$out/severity_$name.md"
+    done < <(degradation_sets "$@")
+}
+paired_tables() {  # RESULTS_DIR SCORER_A SCORER_B SPEC...: SRCC(A) - SRCC(B) on the same clips
+    local out=$1 a=$2 b=$3 name path; shift 3
+    while IFS=$'\t' read -r name path; do
+        echo "== $name, paired: $a - $b"
+        "$PYTHON" "$HERE/paired_srcc.py" "$out/scores/$a/$name.csv" "$out/scores/$b/$name.csv" --manifest "$path" \
+            --measure p_pos.mean --measure entropy.mean | tee "$out/paired_$name.txt"
+    done < <(degradation_sets "$@")
 }
 if ((LOCAL)); then
     severity_tables "$RESULTS" "${EVAL[@]}"
     ((${#OFFDOMAIN[@]} == 0)) || severity_tables "$WORK/results-offdomain" "${OFFDOMAIN[@]}"
+    last=$(basename "${CKPTS[-1]}"); paired_tables "$RESULTS" "${last%.*}" step-0 "${EVAL[@]}"
 fi
 echo "== results: $RESULTS/results.csv"
 ls "$RESULTS"/plots 2>/dev/null | sed 's/^/   plots: /' || true

@@ -93,3 +93,7 @@ def test_recipe_local_real_mode_with_guard_init_and_offdomain(shared_data: Path,
     for table in (work / "results" / "severity_fr-degraded.csv", work / "results-offdomain" / "severity_en-degraded.csv"):
         types = {r["type"] for r in csv.DictReader(table.open())}
         assert {"noise"} <= types, (table, types)
+    # The paired difference, last checkpoint - step 0, resampling the 2 held-out recordings.
+    paired = (work / "results" / "paired_fr-degraded.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in paired] == ["p_pos.mean", "entropy.mean"]
+    assert all(line.endswith("(10 clips, 2 clusters)") for line in paired), paired
