@@ -19,7 +19,7 @@ from toolkit.scoring.bank import (
     pooled_logits,
     save_bank,
 )
-from toolkit.scoring.extensions import ExtensionScorer, standardised_mean
+from toolkit.scoring.extensions import ExtensionScorer, standardised_mean, standardised_parts
 from toolkit.scoring.measures import compute_measures
 from toolkit.scoring.scorer import Wav2VecScorer, state_dict_hash
 from toolkit.scoring.typicality import (
@@ -104,6 +104,9 @@ def test_standardised_mean_of_known_values():
     assert torch.allclose(standardised_mean(values, reference, ["a", "b"]), torch.tensor([0.25, 0.0]))
     with pytest.raises(ValueError, match="spread"):
         standardised_mean(values, {"a": [0.0, 0.0], "b": [0.0, 1.0]}, ["a", "b"])
+    # the lower standardised part per clip: b (-0.5) in clip 0, a tie at 0 in clip 1
+    assert torch.equal(standardised_parts(values, reference, ["a", "b"]).min(0).values,
+                       torch.tensor([-0.5, 0.0], dtype=torch.float64))
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +160,9 @@ def test_typicality_is_zero_when_the_codebook_holds_every_frame_and_combo_is_sta
     assert abs(scores["typ:z.mean"].item()) < 1e-5 and abs(scores["typ:c.max"].item()) < 1e-5
     # the combined score's p_pos.mean is the paper scorer's, bit for bit (same draws from one pass)
     p_pos = Wav2VecScorer(model, ["p_pos.mean"], draws=2, seed=0).score(wav, lengths, ["a"])["p_pos.mean"].item()
-    assert scores["combo"].item() == pytest.approx(((p_pos - 0.5) / 0.25 + (0 + 0.5) / 0.5) / 2, rel=1e-6, abs=1e-6)
+    parts = ((p_pos - 0.5) / 0.25, (0 + 0.5) / 0.5)
+    assert scores["combo"].item() == pytest.approx(sum(parts) / 2, rel=1e-6, abs=1e-6)
+    assert scores["combo.worse"].item() == pytest.approx(min(parts), rel=1e-6, abs=1e-6)
 
 
 def test_evaluate_runs_extensions_for_the_model_and_the_random_init_control(reference_files, tmp_path):
@@ -173,7 +178,7 @@ def test_evaluate_runs_extensions_for_the_model_and_the_random_init_control(refe
                       draws=1, n_boot=10, wandb_mode="disabled", plots=False, progress=False, echo=None,
                       extensions=["typicality", "combo"], bank=tmp_path / "bank.pt")
     assert {r["scorer"] for r in result.rows} == {"m", "random-init", "m+beyond", "random-init+beyond"}
-    assert {r["measure"] for r in result.rows if r["scorer"] == "m+beyond"} == {*TYPICALITY_MEASURES, "combo"}
+    assert {r["measure"] for r in result.rows if r["scorer"] == "m+beyond"} == {*TYPICALITY_MEASURES, "combo", "combo.worse"}
     assert result.row("m+beyond", "ref", "typ:z.mean")["sign"] == -1
     m = result.scores[("m+beyond", "ref")]
     r = result.scores[("random-init+beyond", "ref")]

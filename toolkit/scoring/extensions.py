@@ -51,39 +51,47 @@ SUFFIX = "+beyond"  # the extension scorer of candidate NAME is NAME+beyond
 log = logging.getLogger(__name__)
 
 
-def standardised_mean(values: dict[str, Tensor], reference: dict[str, Sequence[float]], parts: Sequence[str]) -> Tensor:
-    """Mean over ``parts`` of ``(values[p] - mean_p) / std_p`` with ``reference[p] = (mean_p, std_p)``.
+def standardised_parts(values: dict[str, Tensor], reference: dict[str, Sequence[float]], parts: Sequence[str]) -> Tensor:
+    """``[len(parts), B]``: each part's ``(values[p] - mean_p) / std_p`` with ``reference[p] = (mean_p, std_p)``.
 
-    Values are quality-oriented scores, so the result is too. A part whose reference spread is 0
+    Values are quality-oriented scores, so the rows are too. A part whose reference spread is 0
     cannot be standardised: ``ValueError``.
     """
-    total = None
+    rows = []
     for part in parts:
         mean, std = reference[part]
         if not std > 0:
             raise ValueError(f"reference spread of {part} is {std}: cannot standardise")
-        z = (values[part].double() - mean) / std
-        total = z if total is None else total + z
-    return (total / len(parts)).float()
+        rows.append((values[part].double() - mean) / std)
+    return torch.stack(rows)
+
+
+def standardised_mean(values: dict[str, Tensor], reference: dict[str, Sequence[float]], parts: Sequence[str]) -> Tensor:
+    """Mean over ``parts`` of the standardised scores (:func:`standardised_parts`)."""
+    return standardised_parts(values, reference, parts).mean(0).float()
 
 
 class Combo:
     """The ``combo`` family: ``p_pos.mean`` (negatives from the utterance, as the paper) and
-    ``typ:z.mean``, each standardised by the bank's reference statistics, averaged."""
+    ``typ:z.mean``, each standardised by the bank's reference statistics, then averaged (``combo``)
+    or the lower of the two taken (``combo.worse``: a clip is as good as the part that finds it
+    worse, so a degradation one part misses or even rewards, like Vorbis for ``p_pos.mean``, is still
+    seen by the other)."""
 
-    measures = ["combo"]
+    measures = ["combo", "combo.worse"]
 
     def __init__(self, model: torch.nn.Module, bank: ReferenceBank, draws: int = 3, seed: int = 0) -> None:
         self.model, self.bank, self.draws, self.seed = model, bank, draws, seed
         self.typicality = Typicality(bank, ["typ:z.mean"])
 
     def fingerprint(self) -> dict:
-        return {"family": "combo", "version": 1, "parts": list(COMBO_PARTS), "draws": self.draws, "seed": self.seed}
+        return {"family": "combo", "version": 2, "parts": list(COMBO_PARTS), "draws": self.draws, "seed": self.seed}
 
     def compute(self, encoding: tuple[Tensor, Tensor, Tensor, Tensor], key: str) -> dict[str, Tensor]:
         values = {**utterance_measures(self.model, encoding, key, ["p_pos.mean"], self.draws, self.seed),
                   **self.typicality.compute(encoding, key)}
-        return {"combo": standardised_mean(values, self.bank.reference, COMBO_PARTS)}
+        parts = standardised_parts(values, self.bank.reference, COMBO_PARTS)
+        return {"combo": parts.mean(0).float(), "combo.worse": parts.min(0).values.float()}
 
 
 # name -> (family builder(model, bank, draws, seed), one-line description)
@@ -93,7 +101,8 @@ EXTENSIONS: dict[str, tuple[Callable[..., Any], str]] = {
     "typicality": (lambda m, b, d, s: Typicality(b, TYPICALITY_MEASURES),
                    "distance of z and c to a k-means codebook of clean speech: typ:{z,c}.{mean,max,std}"),
     "combo": (lambda m, b, d, s: Combo(m, b, d, s),
-              "mean of p_pos.mean and typ:z.mean, each standardised on the reference clips: combo"),
+              "p_pos.mean and typ:z.mean, each standardised on the reference clips: their mean (combo) "
+              "and the lower of the two (combo.worse)"),
 }
 
 
