@@ -19,7 +19,7 @@ from toolkit.scoring.bank import (
     pooled_logits,
     save_bank,
 )
-from toolkit.scoring.extensions import ExtensionScorer, standardised_mean, standardised_parts
+from toolkit.scoring.extensions import ExtensionScorer, standardised_parts
 from toolkit.scoring.measures import compute_measures
 from toolkit.scoring.scorer import Wav2VecScorer, state_dict_hash
 from toolkit.scoring.typicality import (
@@ -97,16 +97,14 @@ def test_bank_of_zero_latents_gives_zero_negative_logits_and_known_p_pos():
     assert compute_measures(logits, mask, ["p_pos.mean"])["p_pos.mean"].item() == pytest.approx(got.item(), rel=1e-5)
 
 
-def test_standardised_mean_of_known_values():
+def test_standardised_parts_of_known_values():
     values = {"a": torch.tensor([3.0, 1.0]), "b": torch.tensor([-2.0, 0.0])}
     reference = {"a": [1.0, 2.0], "b": [0.0, 4.0]}
-    # a: (1, 0); b: (-0.5, 0) -> mean (0.25, 0)
-    assert torch.allclose(standardised_mean(values, reference, ["a", "b"]), torch.tensor([0.25, 0.0]))
+    parts = standardised_parts(values, reference, ["a", "b"])
+    # a: (1, 0); b: (-0.5, 0): combo is their mean (0.25, 0), combo.worse the lower (-0.5, 0)
+    assert torch.equal(parts, torch.tensor([[1.0, 0.0], [-0.5, 0.0]], dtype=torch.float64))
     with pytest.raises(ValueError, match="spread"):
-        standardised_mean(values, {"a": [0.0, 0.0], "b": [0.0, 1.0]}, ["a", "b"])
-    # the lower standardised part per clip: b (-0.5) in clip 0, a tie at 0 in clip 1
-    assert torch.equal(standardised_parts(values, reference, ["a", "b"]).min(0).values,
-                       torch.tensor([-0.5, 0.0], dtype=torch.float64))
+        standardised_parts(values, {"a": [0.0, 0.0], "b": [0.0, 1.0]}, ["a", "b"])
 
 
 @pytest.fixture(scope="module")

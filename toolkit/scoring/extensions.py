@@ -66,11 +66,6 @@ def standardised_parts(values: dict[str, Tensor], reference: dict[str, Sequence[
     return torch.stack(rows)
 
 
-def standardised_mean(values: dict[str, Tensor], reference: dict[str, Sequence[float]], parts: Sequence[str]) -> Tensor:
-    """Mean over ``parts`` of the standardised scores (:func:`standardised_parts`)."""
-    return standardised_parts(values, reference, parts).mean(0).float()
-
-
 class Combo:
     """The ``combo`` family: ``p_pos.mean`` (negatives from the utterance, as the paper) and
     ``typ:z.mean``, each standardised by the bank's reference statistics, then averaged (``combo``)
