@@ -15,7 +15,6 @@ Prints one line per measure: the difference, its 95% interval, the clips and clu
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 from pathlib import Path
@@ -23,26 +22,20 @@ from pathlib import Path
 from toolkit.degrade import rows_by_utt_id
 from toolkit.errors import DataError
 from toolkit.scoring.metrics import paired_srcc_difference
+from toolkit.scoring.report import read_scores
 
 
-def read_scores(path: Path, measure: str) -> dict[str, tuple[float, float]]:
+def read_measure(path: Path, measure: str) -> dict[str, tuple[float, float]]:
     """``{utt_id: (score, mos)}`` of one measure from a scores file."""
-    if not path.is_file():
-        raise DataError(path, "scores file not found")
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if measure not in (reader.fieldnames or []):
-            raise DataError(path, f"no column {measure!r}")
-        out = {}
-        for rec in reader:
-            score = float(rec[measure]) if rec[measure] not in ("", "nan") else math.nan
-            out[rec["utt_id"]] = (score, float(rec["mos"]))
-    return out
+    scores, mos = read_scores(path)
+    if scores and measure not in next(iter(scores.values())):
+        raise DataError(path, f"no column {measure!r}")
+    return {utt: (row[measure], mos[utt]) for utt, row in scores.items()}
 
 
 def compare(a: Path, b: Path, measure: str, manifest: Path | None, n_boot: int, seed: int) -> dict:
     """The paired difference of ``measure`` between scores files ``a`` and ``b``."""
-    sa, sb = read_scores(a, measure), read_scores(b, measure)
+    sa, sb = read_measure(a, measure), read_measure(b, measure)
     keys = sorted(k for k in set(sa) & set(sb) if math.isfinite(sa[k][0]) and math.isfinite(sb[k][0]))
     if len(keys) < 3:
         raise DataError(b, f"only {len(keys)} clip(s) with finite scores shared with {a}")

@@ -23,6 +23,7 @@ from pathlib import Path
 from toolkit.degrade import rows_by_utt_id
 from toolkit.degrade.report import severity_rows
 from toolkit.io import atomic_write
+from toolkit.scoring.report import read_scores
 
 FIELDS = ["scorer", "measure", "type", "srcc", "ci_low", "ci_high", "pooled", "clips"]
 
@@ -31,13 +32,7 @@ def scorer_rows(scores_csv: Path, manifest: Path, scorer: str, bootstrap: int = 
     """Every measure of one scorer's per-clip scores, per degradation type (the demo's
     :func:`toolkit.degrade.report.severity_rows` on a `toolkit evaluate` scores file)."""
     keyed = {utt: (r.clean_id, r.type, r.severity) for utt, r in rows_by_utt_id(manifest).items()}
-    with open(scores_csv, newline="", encoding="utf-8") as handle:
-        scores = {
-            rec["utt_id"]: {m: float(v) if v not in ("", "nan") else math.nan
-                            for m, v in rec.items() if m not in ("utt_id", "system", "mos")}
-            for rec in csv.DictReader(handle)
-            if rec["utt_id"] in keyed
-        }
+    scores = {utt: row for utt, row in read_scores(scores_csv)[0].items() if utt in keyed}
     return severity_rows(scores, keyed, scorer, "", n_boot=bootstrap, seed=0)
 
 

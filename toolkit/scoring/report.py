@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolkit.errors import DataError
 from toolkit.io import write_json, write_text
 from toolkit.scoring import measures as M
 from toolkit.scoring.acoustic import FEATURES
@@ -113,6 +114,27 @@ def write_outputs(result: EvaluationResult, datasets: Sequence[MosDataset], plot
             _scatter(result, out, scorer, ds, items, scores, names)
     if plots:
         _step_plots(result, out)
+
+
+def read_scores(path: str | Path) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """A ``scores/<scorer>/<dataset>.csv`` that :func:`write_outputs` wrote, read back:
+    ``({utt_id: {measure: score}}, {utt_id: mos})``; an empty or ``nan`` cell reads as NaN."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "scores file not found")
+
+    def number(text: str) -> float:
+        return math.nan if text in ("", "nan") else float(text)
+
+    scores: dict[str, dict[str, float]] = {}
+    mos: dict[str, float] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for rec in csv.DictReader(handle):
+            utt = rec.pop("utt_id")
+            rec.pop("system", None)
+            mos[utt] = number(rec.pop("mos"))
+            scores[utt] = {m: number(v) for m, v in rec.items()}
+    return scores, mos
 
 
 def _scatter(result, out, scorer, ds, items, scores, names) -> None:
