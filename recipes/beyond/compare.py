@@ -4,8 +4,8 @@
     python recipes/beyond/compare.py yourtts:EN --limit 400 --bank bank.pt --output OUT   # selection set
     python recipes/beyond/compare.py yourtts:PT --bank bank.pt --output OUT          # test set
 
-Runs ``toolkit.scoring.evaluate`` with the extensions ``bank``, ``typicality``, ``combo`` and the
-controls (random-init with the same measures, acoustic features), caching scores in OUT/cache, and
+Runs ``toolkit.scoring.evaluate`` with the extensions (default ``bank``, ``typicality``, ``combo``;
+choose with ``--extension``, repeatable) and the controls (random-init with the same measures, acoustic features), caching scores in OUT/cache, and
 prints a markdown table: for the degradation suite the within-clip SRCC with -severity per type
 (mean over clean clips, bootstrap 95% interval over clips); for YourTTS the utterance- and
 system-level SRCC with MOS.
@@ -44,7 +44,11 @@ def main() -> None:
     parser.add_argument("--demo", type=Path, default=Path("/work/runs/demo"))
     parser.add_argument("--shared", type=Path, default=SHARED)
     parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--bank", required=True)
+    parser.add_argument("--bank", default=None,
+                        help="reference bank; default: the codebook shipped with the embedded default (no negatives, "
+                             "so not for --extension bank)")
+    parser.add_argument("--extension", action="append", default=None,
+                        help=f"extension family (repeatable); default {' '.join(EXTENSIONS)}")
     parser.add_argument("--checkpoint", default="toolkit/assets/default/model.pt")
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()
@@ -59,7 +63,7 @@ def main() -> None:
     result = evaluate(
         [args.checkpoint], [dataset], PAPER, controls=["random-init", "acoustic"],
         output_dir=args.output / dataset.name, cache_dir=args.output / "cache", draws=3, seed=0, n_boot=1000,
-        wandb_mode="disabled", plots=False, progress=False, echo=None, extensions=EXTENSIONS, bank=args.bank,
+        wandb_mode="disabled", plots=False, progress=False, echo=None, extensions=args.extension or EXTENSIONS, bank=args.bank,
     )
     model = Path(args.checkpoint).stem
     if keyed is not None:

@@ -9,6 +9,9 @@ extensions (issue 15; results in ``docs/results.md``, "Beyond the paper") also u
 ``combo``       ``p_pos.mean`` and ``typ:z.mean``, each standardised by its mean and standard
                 deviation over the reference clips, averaged (:class:`Combo`). Fixed in
                 advance; no weight is fitted to any rating.
+``prediction``  how the predictions behave: their error in latent space, their calibration per
+                step, forward/time-reversed agreement, and two-sided predictability against the
+                reference clips (:class:`~toolkit.scoring.prediction.PredictionChecks`)
 
 Each family is switched on by name: ``toolkit evaluate CKPT --extension combo --bank bank.pt ...``.
 Every wav2vec candidate (checkpoints and the random-init control) then gets one extra scorer,
@@ -41,6 +44,7 @@ from toolkit.scoring.bank import (
     utterance_measures,
 )
 from toolkit.scoring.measures import MEASURES
+from toolkit.scoring.prediction import PREDICTION_SIGNS, PredictionChecks
 from toolkit.scoring.scorer import Wav2VecScorer, autocast_context, check_batch, resolve_device
 from toolkit.scoring.typicality import TYPICALITY_MEASURES, Typicality
 
@@ -100,6 +104,9 @@ EXTENSIONS: dict[str, tuple[Callable[..., Any], str]] = {
     "combo": (lambda m, b, d, s: Combo(m, b, d, s),
               "p_pos.mean and typ:z.mean, each standardised on the reference clips: their mean (combo) "
               "and the lower of the two (combo.worse)"),
+    "prediction": (lambda m, b, d, s: PredictionChecks(m, b, d, s),
+                   "prediction error in latent space, per-step calibration, forward/time-reversed agreement, "
+                   "two-sided predictability: pred:{err.mean,calib,rev_agree,two_sided}"),
 }
 
 
@@ -146,9 +153,17 @@ class ExtensionScorer:
             with autocast_context(self.device, self.dtype):
                 z, c, predictions, frame_lengths = self.model.encode(wav, lengths[i : i + 1].to(self.device))
             encoding = (z.float(), c.float(), predictions.float(), frame_lengths)
+            reversed_encoding = None
+            if any(getattr(f, "needs_reversed", False) for f in self.families):  # the clip played backwards
+                with autocast_context(self.device, self.dtype):
+                    rz, rc, rp, rl = self.model.encode(wav.flip(-1), lengths[i : i + 1].to(self.device))
+                reversed_encoding = (rz.float(), rc.float(), rp.float(), rl)
             row: dict[str, Tensor] = {}
             for family in self.families:
-                row.update(family.compute(encoding, keys[i]))
+                if getattr(family, "needs_reversed", False):
+                    row.update(family.compute(encoding, keys[i], reversed_encoding))
+                else:
+                    row.update(family.compute(encoding, keys[i]))
             rows.append(row)
         return {m: torch.cat([r[m] for r in rows]).float().cpu() for m in self.measures}
 
@@ -159,6 +174,8 @@ def sign_of(measure: str) -> int:
         return MEASURES[measure[5:]].sign
     if measure.startswith("typ:"):
         return -1  # a distance
+    if measure in PREDICTION_SIGNS:
+        return PREDICTION_SIGNS[measure]
     return 1
 
 
