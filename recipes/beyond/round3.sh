@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Issue 15, round 3 (docs/results.md section 6, "Round 3"): the `prediction` family on the selection
+# sets, then, only once the choice is committed, on a fresh real-voice degradation set.
+#
+#   recipes/beyond/round3.sh select    # selection: demo suite + YourTTS EN (400 clips)
+#   recipes/beyond/round3.sh testset   # build the fresh set (VCTK p226-p228 + 30 seeded LJSpeech clips)
+#   recipes/beyond/round3.sh test      # score it: candidates, p_pos.mean, combo.worse, controls
+#
+# WORK (default runs/beyond/round3) receives everything. The fresh set's audio comes from two public
+# repositories brought onto this machine with the library's `fetch` (never into this repository):
+# VCTK=.../auspicious3000+autovc/repo and LJ=.../PrernaSocity+lj_speech_dataset_part_1/repo (git dirs).
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+TOOLKIT=${TOOLKIT:-toolkit}
+PYTHON=${PYTHON:-python}
+WORK=${WORK:-runs/beyond/round3}
+SHARED=${TOOLKIT_SHARED:-$REPO/../shared}
+MODEL=$REPO/toolkit/assets/default/model.pt
+VCTK=${VCTK:-/work/.mirror/auspicious3000+autovc/repo}
+LJ=${LJ:-/work/.mirror/PrernaSocity+lj_speech_dataset_part_1/repo}
+mkdir -p "$WORK"
+
+case ${1:?select, testset or test} in
+  select)
+    [ -f "$WORK/demo/degraded/manifest.csv" ] || "$TOOLKIT" demo --output "$WORK/demo"
+    for set in demo yourtts:EN; do
+      limit=(); [ "$set" = yourtts:EN ] && limit=(--limit 400)
+      "$PYTHON" "$HERE/compare.py" "$set" "${limit[@]}" --demo "$WORK/demo" --shared "$SHARED" --checkpoint "$MODEL" \
+          --extension combo --extension prediction --output "$WORK/compare" | tee "$WORK/selection_${set%%:*}.md"
+    done ;;
+  testset)
+    clean=$WORK/fresh-clean
+    rm -rf "$clean" && mkdir -p "$clean"
+    # VCTK p226-p228, every recording in the mirror (p225 is left out: one of its recordings is in the
+    # reference audio of the shipped codebook)
+    git -C "$VCTK" archive HEAD -- wavs/p226 wavs/p227 wavs/p228 | tar -x -C "$clean"
+    # 30 LJSpeech recordings, a seeded draw (numpy seed 0) from the sorted list of the mirror's wavs
+    mapfile -t lj < <(git -C "$LJ" ls-tree -r --name-only HEAD | grep -E '^LJSpeech-1.1/wavs/.*\.wav$' | sort |
+      "$PYTHON" -c 'import sys, numpy as np; names = sys.stdin.read().split(); print("\n".join(sorted(np.random.default_rng(0).choice(names, 30, replace=False))))')
+    git -C "$LJ" archive HEAD -- "${lj[@]}" | tar -x -C "$clean"
+    find "$clean" -name '*.wav' | sort > "$WORK/fresh-clean.txt"
+    echo "$(wc -l < "$WORK/fresh-clean.txt") clean recordings in $clean"
+    "$TOOLKIT" degrade "$clean" --output "$WORK/fresh" --levels 4 --seed 0 --no-progress ;;
+  test)
+    "$TOOLKIT" evaluate "$MODEL" --dataset "fresh=csv:$WORK/fresh/manifest.csv" --measures p_pos.mean,entropy.mean \
+        --extension combo --extension prediction --control random-init --control acoustic --draws 2 --bf16 \
+        --cache "$WORK/cache" --wandb-mode disabled --jobs 2 --output "$WORK/fresh-results"
+    "$PYTHON" "$REPO/recipes/severity_table.py" "$WORK/fresh-results" fresh "$WORK/fresh/manifest.csv" \
+        | tee "$WORK/test_fresh.md" ;;
+  *) echo "round3.sh: unknown step $1 (select, testset or test)" >&2; exit 2 ;;
+esac
