@@ -5,6 +5,7 @@
 #   recipes/beyond/round3.sh select    # selection: demo suite + YourTTS EN (400 clips)
 #   recipes/beyond/round3.sh testset   # build the fresh set (VCTK p226-p228 + 30 seeded LJSpeech clips)
 #   recipes/beyond/round3.sh test      # score it: candidates, p_pos.mean, combo.worse, controls
+#   recipes/beyond/round3.sh pt        # reported after the choice: all 530 clips of YourTTS PT
 #
 # WORK (default runs/beyond/round3) receives everything. The fresh set's audio comes from two public
 # repositories brought onto this machine with the library's `fetch` (never into this repository):
@@ -21,7 +22,7 @@ VCTK=${VCTK:-/work/.mirror/auspicious3000+autovc/repo}
 LJ=${LJ:-/work/.mirror/PrernaSocity+lj_speech_dataset_part_1/repo}
 mkdir -p "$WORK"
 
-case ${1:?select, testset or test} in
+case ${1:?select, testset, test or pt} in
   select)
     [ -f "$WORK/demo/degraded/manifest.csv" ] || "$TOOLKIT" demo --output "$WORK/demo"
     for set in demo yourtts:EN; do
@@ -45,8 +46,11 @@ case ${1:?select, testset or test} in
   test)
     "$TOOLKIT" evaluate "$MODEL" --dataset "fresh=csv:$WORK/fresh/manifest.csv" --measures p_pos.mean,entropy.mean \
         --extension combo --extension prediction --control random-init --control acoustic --draws 2 --bf16 \
-        --cache "$WORK/cache" --wandb-mode disabled --jobs 2 --output "$WORK/fresh-results"
+        --cache "$WORK/cache" --wandb-mode disabled --jobs 2 --no-progress --output "$WORK/fresh-results"
     "$PYTHON" "$REPO/recipes/severity_table.py" "$WORK/fresh-results" fresh "$WORK/fresh/manifest.csv" \
         | tee "$WORK/test_fresh.md" ;;
-  *) echo "round3.sh: unknown step $1 (select, testset or test)" >&2; exit 2 ;;
+  pt)
+    "$PYTHON" "$HERE/compare.py" yourtts:PT --shared "$SHARED" --checkpoint "$MODEL" --extension combo \
+        --extension prediction --output "$WORK/compare" | tee "$WORK/test_pt.md" ;;
+  *) echo "round3.sh: unknown step $1 (select, testset, test or pt)" >&2; exit 2 ;;
 esac
