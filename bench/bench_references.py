@@ -1,9 +1,12 @@
-"""CPU cost of each reference predictor per second of audio, against the wav2vec scorer, on real clips.
+"""CPU cost of each reference predictor and extension scorer per second of audio, against the wav2vec
+scorer, on real clips.
 
 Scores ``--clips`` YourTTS clips (../shared/data/mos/yourtts, a seeded pick, 16 kHz) one at a time
 with every reference of ``toolkit evaluate --reference`` (PESQ and STOI compare each clip with
 itself: their cost hardly depends on the content) and with the embedded default wav2vec model
-(3 negative draws, all measures). Process CPU time is the figure to compare on a shared machine;
+(3 negative draws, all measures), and with the extension scorers of ``toolkit evaluate --extension``
+beyond the paper (the codebook shipped with the default; ``prediction`` also runs the network over
+the clip played backwards). Process CPU time is the figure to compare on a shared machine;
 one intra-op thread by default, so that no thread spins waiting for another.
 
     python bench/bench_references.py [--clips 24] [--threads 1] [--no-record]
@@ -38,6 +41,8 @@ def main() -> int:
     from bench.common import append_results, table
     from toolkit.audio import load_audio
     from toolkit.models.checkpoint import load_checkpoint
+    from toolkit.scoring.bank import shipped_bank
+    from toolkit.scoring.extensions import EXTENSIONS, ExtensionScorer
     from toolkit.scoring.references import REFERENCES, build_reference, check_references
     from toolkit.scoring.scorer import Wav2VecScorer
 
@@ -50,6 +55,10 @@ def main() -> int:
     seconds = sum(w.numel() for w in waves) / 16000
     model, _ = load_checkpoint(REPO / "toolkit" / "assets" / "default" / "model.pt")
     scorers = {"wav2vec (embedded default, 3 draws)": Wav2VecScorer(model, draws=3)}
+    codebook = shipped_bank(model)
+    for family in (e for e in EXTENSIONS if e != "bank"):  # bank needs negatives, which no codebook ships
+        label = f"--extension {family}" + (" (3 draws)" if family != "typicality" else "")  # typicality draws none
+        scorers[label] = ExtensionScorer(model, codebook, [family], draws=3)
     for name in REFERENCES:
         scorers[name] = build_reference(name)
     out = []
@@ -69,7 +78,8 @@ def main() -> int:
              f"intra-op thread(s) (onnxruntime keeps its own pool); 1-minute load average {os.getloadavg()[0]:.1f}.")
     print(text + "\n\n" + notes)
     if not args.no_record:
-        append_results("bench_references.py: reference predictors vs the wav2vec scorer, CPU cost", text, notes)
+        append_results("bench_references.py: reference predictors and extension scorers vs the wav2vec "
+                       "scorer, CPU cost", text, notes)
     return 0
 
 
