@@ -8,6 +8,7 @@
 # 3. the hypothesis test (negatives from the utterance / clean twin / bank; half-degraded clips),
 # 4. every candidate with controls on the selection sets (demo suite, YourTTS EN 400 clips),
 # 5. the same on the test set (YourTTS PT), run only after the choice was written down.
+# Round 3 (the prediction family, and a fresh VCTK/LJSpeech test set) is recipes/beyond/round3.sh.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
