@@ -25,7 +25,7 @@ from toolkit.degrade.report import severity_rows
 from toolkit.io import atomic_write
 from toolkit.scoring.report import read_scores
 
-FIELDS = ["scorer", "measure", "type", "srcc", "ci_low", "ci_high", "pooled", "clips"]
+FIELDS = ["scorer", "measure", "type", "srcc", "ci_low", "ci_high", "pooled", "clips", "nonfinite"]
 
 
 def scorer_rows(scores_csv: Path, manifest: Path, scorer: str, bootstrap: int = 1000) -> list[dict]:

@@ -317,6 +317,14 @@ def test_severity_srcc_perfect_inverse_constant_and_random():
     assert inverse["clip"].srcc == pytest.approx(-1.0) and inverse["clip"].pooled == pytest.approx(-1.0)
     flat = severity_srcc(np.ones(sev.size), sev, ids, types)
     assert flat["noise"].srcc == 0.0 and flat["noise"].constant_clips == 6
+    # NaN scores are left out and counted per type: the rest still rank perfectly
+    holes = (-sev + 0.1 * np.arange(sev.size) % 1).astype(float)
+    holes[(types == "noise") & (sev == 2)] = np.nan  # one noise version of every clip
+    holes[(types == "clean") & (ids == "c0")] = np.inf  # and one clean clip
+    gaps = severity_srcc(holes, sev, ids, types)
+    assert gaps["noise"].nonfinite == 6 + 1 and gaps["clip"].nonfinite == 1
+    assert gaps["noise"].rows == 6 * 5 - 7 and gaps["noise"].srcc == pytest.approx(1.0)
+    assert perfect["noise"].nonfinite == 0
     rng = np.random.default_rng(0)
     ids, types, sev = _table(levels=5, clips=40)
     noise = severity_srcc(rng.standard_normal(sev.size), sev, ids, types)

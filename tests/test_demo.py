@@ -75,6 +75,19 @@ def test_severity_rows_and_table():
     rows += severity_rows({k: {"flat": 1.0} for k in keyed}, keyed, "acoustic", "control", n_boot=50)
     table = format_table(rows, ["noise"], "model", ["m"])
     assert "+1.00 [+1.00,+1.00]" in table and "+0.00" in table and "(flat)" in table
+    assert rows[0]["nonfinite"] == 0
+
+
+def test_severity_rows_count_and_log_nan_scores(caplog):
+    keyed = {f"c{c}/noise_{s}": (f"c{c}", "noise", s) for c in range(3) for s in (1, 2)}
+    keyed.update({f"c{c}/clean": (f"c{c}", "clean", 0) for c in range(3)})
+    scores = {k: {"m": -float(v[2])} for k, v in keyed.items()}
+    scores["c1/noise_2"]["m"] = float("nan")
+    with caplog.at_level("WARNING", logger="toolkit.degrade.report"):
+        rows = severity_rows(scores, keyed, "model", "model", n_boot=50)
+    assert rows[0]["nonfinite"] == 1 and rows[0]["rows"] == 8 and rows[0]["srcc"] == pytest.approx(1.0)
+    assert [r.getMessage() for r in caplog.records] == [
+        "model m, noise: 1 of 9 clips have a NaN/Inf score and are left out of its SRCC"]
 
 
 @needs_piper

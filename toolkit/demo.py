@@ -310,6 +310,7 @@ def _write_outputs(out, rows, summary, choice, synthesis, timings, levels, seed,
         "clips",
         "rows",
         "constant_clips",
+        "nonfinite",
     ]
     with atomic_write(out / "severity_srcc.csv", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)

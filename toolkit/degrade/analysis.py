@@ -37,6 +37,7 @@ class SeverityCorrelation:
     clips: int
     rows: int
     constant_clips: int  # clips whose scores were all equal (counted as rho = 0)
+    nonfinite: int = 0  # rows of this type (and the clean rows) left out for a NaN/Inf score
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -58,7 +59,7 @@ def severity_srcc(
     """Per degradation type: SRCC between quality ``scores`` and ``-severity`` (all arrays ``[rows]``).
 
     ``types[i] == "clean"`` marks a clean row (severity 0), which joins every type's set. Rows with a
-    non-finite score are dropped. Returns ``{type: SeverityCorrelation}`` in first-seen order.
+    non-finite score are dropped and counted per type (``nonfinite``). Returns ``{type: SeverityCorrelation}`` in first-seen order.
     """
     scores = np.asarray(scores, dtype=np.float64)
     quality = -np.asarray(severity, dtype=np.float64)
@@ -96,6 +97,7 @@ def severity_srcc(
             int(rhos.size),
             int(keep.sum()),
             constant,
+            int((~finite & ((types == name) | (types == CLEAN))).sum()),
         )
     return results
 

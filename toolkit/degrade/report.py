@@ -3,6 +3,7 @@ each scorer and measure (tidy rows), the fixed-width table the demo prints and i
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -11,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.degrade.analysis import severity_srcc
+
+log = logging.getLogger(__name__)
 
 
 def severity_rows(
@@ -33,6 +36,9 @@ def severity_rows(
     for measure in scores[keys[0]]:
         values = [scores[k][measure] for k in keys]
         for name, r in severity_srcc(values, severity, clean_ids, types, bootstrap=n_boot, seed=seed).items():
+            if r.nonfinite:
+                log.warning("%s %s, %s: %d of %d clips have a NaN/Inf score and are left out of its SRCC",
+                            scorer, measure, name, r.nonfinite, r.nonfinite + r.rows)
             rows.append(
                 {
                     "scorer": scorer,
@@ -46,6 +52,7 @@ def severity_rows(
                     "clips": r.clips,
                     "rows": r.rows,
                     "constant_clips": r.constant_clips,
+                    "nonfinite": r.nonfinite,
                 }
             )
     return rows
