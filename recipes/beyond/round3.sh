@@ -6,6 +6,7 @@
 #   recipes/beyond/round3.sh testset   # build the fresh set (VCTK p226-p228 + 30 seeded LJSpeech clips)
 #   recipes/beyond/round3.sh test      # score it: candidates, p_pos.mean, combo.worse, controls
 #   recipes/beyond/round3.sh pt        # reported after the choice: all 530 clips of YourTTS PT
+#   recipes/beyond/round3.sh fillets   # a sixth fresh set: Czech and Dutch game dialogue (Debian fillets-ng)
 #
 # WORK (default runs/beyond/round3) receives everything. The fresh set's audio comes from two public
 # repositories brought onto this machine with the library's `fetch` (never into this repository):
@@ -22,7 +23,7 @@ VCTK=${VCTK:-/work/.mirror/auspicious3000+autovc/repo}
 LJ=${LJ:-/work/.mirror/PrernaSocity+lj_speech_dataset_part_1/repo}
 mkdir -p "$WORK"
 
-case ${1:?select, testset, test or pt} in
+case ${1:?select, testset, test, pt or fillets} in
   select)
     [ -f "$WORK/demo/degraded/manifest.csv" ] || "$TOOLKIT" demo --output "$WORK/demo"
     for set in demo yourtts:EN; do
@@ -52,5 +53,30 @@ case ${1:?select, testset, test or pt} in
   pt)
     "$PYTHON" "$HERE/compare.py" yourtts:PT --shared "$SHARED" --checkpoint "$MODEL" --extension combo \
         --extension prediction --output "$WORK/compare" | tee "$WORK/test_pt.md" ;;
-  *) echo "round3.sh: unknown step $1 (select, testset, test or pt)" >&2; exit 2 ;;
+  fillets)
+    # FILLETS: a folder holding fillets-ng-data-cs and -nl unpacked as cs/ and nl/ (apt-get download, dpkg -x)
+    FILLETS=${FILLETS:-/tmp/fillets}
+    for lang in cs nl; do
+      clean=$WORK/fillets-$lang-clean
+      rm -rf "$clean" && mkdir -p "$clean"
+      # 30 recordings of 2-8 s, a seeded draw (numpy seed 0) from the sorted list of such files
+      "$PYTHON" - "$FILLETS/$lang" "$clean" <<'PY'
+import shutil, sys
+from pathlib import Path
+import numpy as np
+import soundfile as sf
+root, out = Path(sys.argv[1]), Path(sys.argv[2])
+files = [p for p in sorted(root.rglob("*.ogg")) if 2.0 <= sf.info(p).duration <= 8.0]
+for p in sorted(np.random.default_rng(0).choice(np.array(files, dtype=object), 30, replace=False)):
+    shutil.copy(p, out / f"{p.parent.parent.name}-{p.name}")  # the level folder keeps names unique
+PY
+      "$TOOLKIT" degrade "$clean" --output "$WORK/fillets-$lang" --levels 4 --seed 0 --no-progress
+      "$TOOLKIT" evaluate "$MODEL" --dataset "$lang=csv:$WORK/fillets-$lang/manifest.csv" \
+          --measures p_pos.mean,entropy.mean --extension combo --extension prediction --control random-init \
+          --control acoustic --draws 2 --bf16 --cache "$WORK/cache" --wandb-mode disabled --jobs 2 --no-progress \
+          --output "$WORK/fillets-$lang-results"
+      "$PYTHON" "$REPO/recipes/severity_table.py" "$WORK/fillets-$lang-results" "$lang" \
+          "$WORK/fillets-$lang/manifest.csv" | tee "$WORK/test_fillets_$lang.md"
+    done ;;
+  *) echo "round3.sh: unknown step $1 (select, testset, test, pt or fillets)" >&2; exit 2 ;;
 esac
