@@ -245,4 +245,4 @@ def add_extension_arguments(parser: argparse.ArgumentParser) -> None:
                         + "; ".join(f"{n}: {d}" for n, (_, d) in EXTENSIONS.items()))
     parser.add_argument("--bank", default=None,
                         help="reference bank for --extension (made by `toolkit bank`); default: the codebook shipped "
-                             "with the embedded default model and its random-init control (typicality, combo)")
+                             "with the embedded default model and its random-init control (typicality, combo, prediction)")
