@@ -31,6 +31,17 @@ from toolkit.models.negatives import GeneratorArg, sample_fairseq, sample_unifor
 
 NegativeMode = Literal["uniform", "fairseq"]
 
+
+def prediction_mask(frames: int, steps: int, offset: int, frame_lengths: Tensor) -> Tensor:
+    """``[B, K, T]`` (``T = frames - offset``): True where step ``k`` from context frame ``t`` predicts
+    a frame ``t + offset + k`` inside the input (the mask of :meth:`Wav2VecModel.contrastive_logits`)."""
+    context = frames - offset
+    if context <= 0:
+        raise ValueError(f"{frames} latent frames leave no prediction at offset {offset}")
+    t = torch.arange(context, device=frame_lengths.device)
+    target = t[None, :] + offset + torch.arange(steps, device=frame_lengths.device)[:, None]  # [K, T]
+    return target[None] < frame_lengths[:, None, None]
+
 LARGE_ENCODER: tuple[ConvSpec, ...] = ((512, 10, 5), (512, 8, 4)) + ((512, 4, 2),) * 3 + ((512, 1, 1),) * 2
 LARGE_CONTEXT: tuple[ConvSpec, ...] = tuple((512, k, 1) for k in range(2, 14))
 
@@ -204,9 +215,7 @@ class Wav2VecModel(nn.Module):
                 f"{frames} latent frames leave no prediction at offset {self.offset}: "
                 f"the input needs at least {self.min_samples} samples"
             )
-        t = torch.arange(context_frames, device=z.device)
-        target = t[None, :] + self.offset + torch.arange(steps, device=z.device)[:, None]  # [K, T]
-        mask = target[None] < frame_lengths[:, None, None]  # the prediction's target is inside the input
+        mask = prediction_mask(frames, steps, self.offset, frame_lengths.to(z.device))
         pred = predictions.permute(0, 3, 2, 1)[:, :, :context_frames]  # [B, K, T, C]
         # cand[b, s, 0] = s (the true frame), cand[b, s, n + 1] = n-th distractor of target frame s.
         frame_ids = torch.arange(frames, device=z.device).expand(batch, frames).unsqueeze(-1)

@@ -29,7 +29,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +38,7 @@ from torch import Tensor
 
 from toolkit.audio import SAMPLE_RATE, load_audio
 from toolkit.errors import AudioError, CheckpointError, ToolkitError
+from toolkit.models.wav2vec import prediction_mask
 from toolkit.scoring.measures import MEASURES, compute_measures, oriented
 from toolkit.scoring.scorer import key_seed, scoring_logits_impl, state_dict_hash, utterance_key
 from toolkit.scoring.typicality import spherical_kmeans, typicality_measures
@@ -278,8 +279,30 @@ def pooled_logits(
         neg = torch.einsum("btc,btnc->btn", pred[:, k], negs[:, window])  # [B, T, N]
         per_step.append(torch.cat([pos, neg], -1))
     logits = torch.stack(per_step, 1)
-    target = torch.arange(context, device=z.device)[None, :] + offset + torch.arange(steps, device=z.device)[:, None]
-    return logits, target[None] < frame_lengths.to(z.device)[:, None, None]
+    return logits, prediction_mask(frames, steps, offset, frame_lengths.to(z.device))
+
+
+def standardise(value: Tensor, mean: float, std: float, name: str = "the score") -> Tensor:
+    """``(value - mean) / std`` in float64, against reference statistics ``(mean, std)`` of ``name``.
+
+    A reference spread of 0 cannot standardise: ``ValueError``.
+    """
+    if not std > 0:
+        raise ValueError(f"reference spread of {name} is {std}: cannot standardise")
+    return (value.double() - mean) / std
+
+
+def utterance_draws(
+    model: torch.nn.Module, encoding: tuple[Tensor, Tensor, Tensor, Tensor], key: str, draws: int, seed: int,
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """``(logits, mask)`` of each of ``draws`` negative draws from the utterance itself, as
+    :class:`~toolkit.scoring.scorer.Wav2VecScorer` draws them for ``(seed, key)``, from one clip's
+    ``model.encode`` output."""
+    z, _, predictions, frame_lengths = encoding
+    g = [torch.Generator().manual_seed(key_seed(seed, key))]
+    for _ in range(draws):
+        negatives = model.sample_negatives(frame_lengths, z.shape[-1], g, "uniform")
+        yield model.contrastive_logits(z, predictions, frame_lengths, negatives, scoring_logits_impl(z.device))
 
 
 def utterance_measures(
@@ -291,12 +314,8 @@ def utterance_measures(
     The same draws as :class:`~toolkit.scoring.scorer.Wav2VecScorer` with the same ``seed`` and ``key``
     (a test checks they agree), so an extension can reuse the network pass it already made.
     """
-    z, _, predictions, frame_lengths = encoding
-    g = [torch.Generator().manual_seed(key_seed(seed, key))]
     total: dict[str, Tensor] = {}
-    for _ in range(draws):
-        negatives = model.sample_negatives(frame_lengths, z.shape[-1], g, "uniform")
-        logits, mask = model.contrastive_logits(z, predictions, frame_lengths, negatives, scoring_logits_impl(z.device))
+    for logits, mask in utterance_draws(model, encoding, key, draws, seed):
         for name, value in compute_measures(logits, mask, names).items():
             total[name] = total[name] + value if name in total else value
     return {n: v / draws for n, v in oriented(total).items()}

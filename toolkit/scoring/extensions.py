@@ -41,6 +41,7 @@ from toolkit.scoring.bank import (
     bank_for_model,
     load_bank,
     shipped_bank,
+    standardise,
     utterance_measures,
 )
 from toolkit.scoring.measures import MEASURES
@@ -63,13 +64,7 @@ def standardised_parts(values: dict[str, Tensor], reference: dict[str, Sequence[
     Values are quality-oriented scores, so the rows are too. A part whose reference spread is 0
     cannot be standardised: ``ValueError``.
     """
-    rows = []
-    for part in parts:
-        mean, std = reference[part]
-        if not std > 0:
-            raise ValueError(f"reference spread of {part} is {std}: cannot standardise")
-        rows.append((values[part].double() - mean) / std)
-    return torch.stack(rows)
+    return torch.stack([standardise(values[part], *reference[part], name=part) for part in parts])
 
 
 class Combo:
@@ -134,6 +129,7 @@ class ExtensionScorer:
         self.extensions = list(dict.fromkeys(extensions))
         self.families = [EXTENSIONS[e][0](self.model, bank, draws, seed) for e in self.extensions]
         self.measures = [m for f in self.families for m in f.measures]
+        self.needs_reversed = any(getattr(f, "needs_reversed", False) for f in self.families)
         self.signs = {m: sign_of(m) for m in self.measures}
         self.min_samples = int(model.min_samples)
 
@@ -154,7 +150,7 @@ class ExtensionScorer:
                 z, c, predictions, frame_lengths = self.model.encode(wav, lengths[i : i + 1].to(self.device))
             encoding = (z.float(), c.float(), predictions.float(), frame_lengths)
             reversed_encoding = None
-            if any(getattr(f, "needs_reversed", False) for f in self.families):  # the clip played backwards
+            if self.needs_reversed:  # the clip played backwards
                 with autocast_context(self.device, self.dtype):
                     rz, rc, rp, rl = self.model.encode(wav.flip(-1), lengths[i : i + 1].to(self.device))
                 reversed_encoding = (rz.float(), rc.float(), rp.float(), rl)

@@ -27,24 +27,14 @@ import math
 import torch
 from torch import Tensor
 
+from toolkit.models.wav2vec import prediction_mask
+from toolkit.scoring.bank import standardise, utterance_draws
 from toolkit.scoring.measures import aggregate, quantities
-from toolkit.scoring.scorer import key_seed, scoring_logits_impl
 
 PREDICTION_VERSION = 1
 # measure -> sign applied to the raw value (reported scores are quality-oriented)
 PREDICTION_SIGNS = {"pred:err.mean": -1, "pred:calib": -1, "pred:rev_agree": 1, "pred:two_sided": 1}
 PREDICTION_MEASURES = tuple(PREDICTION_SIGNS)
-
-
-def prediction_mask(frames: int, steps: int, offset: int, frame_lengths: Tensor) -> Tensor:
-    """``[B, K, T]`` (``T = frames - offset``): True where step ``k`` from context frame ``t`` targets a
-    frame ``t + offset + k`` inside the clip, as :meth:`Wav2VecModel.contrastive_logits` masks."""
-    context = frames - offset
-    if context <= 0:
-        raise ValueError(f"{frames} latent frames leave no prediction at offset {offset}")
-    t = torch.arange(context, device=frame_lengths.device)
-    target = t[None, :] + offset + torch.arange(steps, device=frame_lengths.device)[:, None]  # [K, T]
-    return target[None] < frame_lengths[:, None, None]
 
 
 def prediction_cosine_distance(z: Tensor, predictions: Tensor, frame_lengths: Tensor, offset: int) -> tuple[Tensor, Tensor]:
@@ -117,9 +107,7 @@ def profile_agreement(forward: Tensor, backward: Tensor) -> Tensor:
 
 def two_sided_distance(value: Tensor, mean: float, std: float) -> Tensor:
     """``-|value - mean| / std``: 0 at the reference mean, lower either way. ``std`` must be positive."""
-    if not std > 0:
-        raise ValueError(f"reference spread is {std}: cannot standardise")
-    return -(value.double() - mean).abs() / std
+    return -standardise(value, mean, std, "p_pos.mean").abs()
 
 
 class PredictionChecks:
@@ -143,20 +131,12 @@ class PredictionChecks:
     def fingerprint(self) -> dict:
         return {"family": "prediction", "version": PREDICTION_VERSION, "draws": self.draws, "seed": self.seed}
 
-    def _draws(self, encoding: tuple[Tensor, Tensor, Tensor, Tensor], key: str):
-        """``(logits, mask)`` of each negative draw, negatives from the utterance."""
-        z, _, predictions, frame_lengths = encoding
-        g = [torch.Generator().manual_seed(key_seed(self.seed, key))]
-        for _ in range(self.draws):
-            negatives = self.model.sample_negatives(frame_lengths, z.shape[-1], g, "uniform")
-            yield self.model.contrastive_logits(z, predictions, frame_lengths, negatives, scoring_logits_impl(z.device))
-
     def _over_draws(self, encoding: tuple[Tensor, Tensor, Tensor, Tensor], key: str) -> tuple[Tensor, Tensor, Tensor]:
         """Means over the draws of the per-frame ``p_pos`` profile ``[B, F]``, ``p_pos.mean`` ``[B]`` and
         the per-step calibration error ``[B]`` (raw, before any sign)."""
         frames = encoding[0].shape[-1]
         profile = mean_p = calib = None
-        for logits, mask in self._draws(encoding, key):
+        for logits, mask in utterance_draws(self.model, encoding, key, self.draws, self.seed):
             p = quantities(logits, ["p_pos"])["p_pos"]
             prof = target_profile(p, mask, self.model.offset, frames)
             m = aggregate(p, mask.bool(), "mean", "all")
