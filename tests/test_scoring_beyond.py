@@ -22,6 +22,7 @@ from toolkit.scoring.bank import (
 from toolkit.scoring.extensions import ExtensionScorer, standardised_parts
 from toolkit.scoring.measures import compute_measures
 from toolkit.scoring.prediction import PREDICTION_MEASURES
+from toolkit.scoring.probe import PROBE_MEASURES
 from toolkit.scoring.scorer import Wav2VecScorer, state_dict_hash
 from toolkit.scoring.typicality import (
     TYPICALITY_MEASURES,
@@ -175,13 +176,14 @@ def test_evaluate_runs_extensions_for_the_model_and_the_random_init_control(refe
     dataset = MosDataset("ref", "csv", tmp_path, items)
     result = evaluate([("m", model)], [dataset], ["p_pos.mean"], controls=["random-init"], output_dir=tmp_path / "out",
                       draws=1, n_boot=10, wandb_mode="disabled", plots=False, progress=False, echo=None,
-                      extensions=["typicality", "combo", "prediction"], bank=tmp_path / "bank.pt")
+                      extensions=["typicality", "combo", "prediction", "probe"], bank=tmp_path / "bank.pt")
     assert {r["scorer"] for r in result.rows} == {"m", "random-init", "m+beyond", "random-init+beyond"}
     assert {r["measure"] for r in result.rows if r["scorer"] == "m+beyond"} == {
-        *TYPICALITY_MEASURES, "combo", "combo.worse", *PREDICTION_MEASURES}
+        *TYPICALITY_MEASURES, "combo", "combo.worse", *PREDICTION_MEASURES, *PROBE_MEASURES}
     assert result.row("m+beyond", "ref", "typ:z.mean")["sign"] == -1
     assert result.row("m+beyond", "ref", "pred:err.mean")["sign"] == -1
     assert result.row("m+beyond", "ref", "pred:rev_agree")["sign"] == 1
+    assert result.row("m+beyond", "ref", "probe:lp.plus")["sign"] == 1
     m = result.scores[("m+beyond", "ref")]
     r = result.scores[("random-init+beyond", "ref")]
     assert m["u0"]["typ:z.mean"] != r["u0"]["typ:z.mean"]  # each model against its own codebook

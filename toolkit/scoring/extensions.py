@@ -12,6 +12,8 @@ extensions (issue 15; results in ``docs/results.md``, "Beyond the paper") also u
 ``prediction``  how the predictions behave: their error in latent space, their calibration per
                 step, forward/time-reversed agreement, and two-sided predictability against the
                 reference clips (:class:`~toolkit.scoring.prediction.PredictionChecks`)
+``probe``       how much ``p_pos.mean`` drops when the clip is degraded once more by a fixed
+                operation (:class:`~toolkit.scoring.probe.Probes`); needs no reference audio
 
 Each family is switched on by name: ``toolkit evaluate CKPT --extension combo --bank bank.pt ...``.
 Every wav2vec candidate (checkpoints and the random-init control) then gets one extra scorer,
@@ -46,6 +48,7 @@ from toolkit.scoring.bank import (
 )
 from toolkit.scoring.measures import MEASURES
 from toolkit.scoring.prediction import PREDICTION_SIGNS, PredictionChecks
+from toolkit.scoring.probe import Probes
 from toolkit.scoring.scorer import Wav2VecScorer, autocast_context, check_batch, resolve_device
 from toolkit.scoring.typicality import TYPICALITY_MEASURES, Typicality
 
@@ -102,6 +105,9 @@ EXTENSIONS: dict[str, tuple[Callable[..., Any], str]] = {
     "prediction": (lambda m, b, d, s: PredictionChecks(m, b, d, s),
                    "prediction error in latent space, per-step calibration, forward/time-reversed agreement, "
                    "two-sided predictability: pred:{err.mean,calib,rev_agree,two_sided}"),
+    "probe": (lambda m, b, d, s: Probes(m, b, d, s),
+              "how much p_pos.mean drops when the clip is degraded once more (band limit at 4 kHz, white noise "
+              "at 20 dB SNR): probe:{lp.delta,noise.delta,lp.plus,both.plus}"),
 }
 
 
@@ -129,7 +135,6 @@ class ExtensionScorer:
         self.extensions = list(dict.fromkeys(extensions))
         self.families = [EXTENSIONS[e][0](self.model, bank, draws, seed) for e in self.extensions]
         self.measures = [m for f in self.families for m in f.measures]
-        self.needs_reversed = any(getattr(f, "needs_reversed", False) for f in self.families)
         self.signs = {m: sign_of(m) for m in self.measures}
         self.min_samples = int(model.min_samples)
 
@@ -146,18 +151,18 @@ class ExtensionScorer:
             if n < self.min_samples:
                 raise ValueError(f"{keys[i]}: {n} samples, shorter than the model's minimum of {self.min_samples}")
             wav = wavs[i : i + 1, : int(n)].to(self.device, torch.float32)
-            with autocast_context(self.device, self.dtype):
-                z, c, predictions, frame_lengths = self.model.encode(wav, lengths[i : i + 1].to(self.device))
-            encoding = (z.float(), c.float(), predictions.float(), frame_lengths)
-            reversed_encoding = None
-            if self.needs_reversed:  # the clip played backwards
+            length = lengths[i : i + 1].to(self.device)
+
+            def encode(clip: Tensor, length: Tensor = length) -> tuple[Tensor, Tensor, Tensor, Tensor]:
                 with autocast_context(self.device, self.dtype):
-                    rz, rc, rp, rl = self.model.encode(wav.flip(-1), lengths[i : i + 1].to(self.device))
-                reversed_encoding = (rz.float(), rc.float(), rp.float(), rl)
+                    z, c, predictions, frame_lengths = self.model.encode(clip, length)
+                return z.float(), c.float(), predictions.float(), frame_lengths
+
+            encoding = encode(wav)
             row: dict[str, Tensor] = {}
             for family in self.families:
-                if getattr(family, "needs_reversed", False):
-                    row.update(family.compute(encoding, keys[i], reversed_encoding))
+                if getattr(family, "needs_clip", False):  # more passes over versions of the clip
+                    row.update(family.compute(encoding, keys[i], wav, encode))
                 else:
                     row.update(family.compute(encoding, keys[i]))
             rows.append(row)

@@ -23,6 +23,7 @@ The maths are the pure functions below; :class:`PredictionChecks` wires them to 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -119,7 +120,7 @@ class PredictionChecks:
     """
 
     measures = list(PREDICTION_MEASURES)
-    needs_reversed = True  # ExtensionScorer passes the encoding of the time-reversed clip
+    needs_clip = True  # ExtensionScorer passes the waveform and its network pass (for the reversed clip)
 
     def __init__(self, model: torch.nn.Module, bank, draws: int = 3, seed: int = 0) -> None:
         if draws < 1:
@@ -146,9 +147,11 @@ class PredictionChecks:
             calib = c if calib is None else calib + c
         return profile / self.draws, mean_p / self.draws, calib / self.draws
 
-    def compute(self, encoding: tuple[Tensor, Tensor, Tensor, Tensor], key: str,
-                reversed_encoding: tuple[Tensor, Tensor, Tensor, Tensor]) -> dict[str, Tensor]:
-        """Quality-oriented ``{measure: [1]}`` for one clip's encoding and its reversed clip's."""
+    def compute(self, encoding: tuple[Tensor, Tensor, Tensor, Tensor], key: str, clip: Tensor,
+                encode: Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor]]) -> dict[str, Tensor]:
+        """Quality-oriented ``{measure: [1]}`` for one clip ``[1, time]`` and its encoding; ``encode`` is
+        the scorer's network pass, used once more for the clip played backwards."""
+        reversed_encoding = encode(clip.flip(-1))
         z, _, predictions, frame_lengths = encoding
         err, mask = prediction_cosine_distance(z, predictions, frame_lengths, self.model.offset)
         forward, p_pos_mean, calib = self._over_draws(encoding, key)
