@@ -53,7 +53,7 @@ from toolkit.scoring.report import (
     measure_sign,
     write_outputs,
 )
-from toolkit.scoring.scorer import resolve_device, score_files
+from toolkit.scoring.scorer import resolve_device, runs_in_workers, score_files
 from toolkit.scoring.workers import WorkerPool, usable_cores
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,9 @@ def _runs_in_workers(cand: Candidate, device: str | None) -> bool:
     """Whether ``score_files(jobs > 1)`` would send this candidate's scorer to worker processes."""
     if cand.role == "reference" or resolve_device(device).type != "cpu":
         return False
-    return cand.source != "object" or bool(getattr(cand.build(), "workers", False))
+    # candidates built from a path or a name (checkpoints, controls, extensions) all say workers = True:
+    # no need to load them to know
+    return cand.source != "object" or runs_in_workers(cand.build())
 
 
 def _files_for(scorer, ds: MosDataset, notes: list[str]) -> list[tuple]:

@@ -61,6 +61,13 @@ def utterance_key(path: str | os.PathLike) -> str:
 #                            set where scores are checked to be the same as in one process
 
 
+def runs_in_workers(scorer) -> bool:
+    """Whether :func:`score_files` may send ``scorer`` to worker processes: CPU scorers that say
+    ``workers = True`` (checked to score the same there); one GPU is fed best by one process."""
+    device = getattr(scorer, "device", None)
+    return bool(getattr(scorer, "workers", False)) and (device is None or torch.device(device).type == "cpu")
+
+
 def key_seed(seed: int, key: str) -> int:
     """A 63-bit seed from ``(seed, key)``: each utterance draws its own negatives, whatever the batch."""
     digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
@@ -320,9 +327,8 @@ def score_files(
             run.skipped.append(_skip(key, path, err.problem))
             continue
         sized.append((key, path, reference, file_key, int(info.frames * scorer.sample_rate / max(info.sample_rate, 1))))
-    device = getattr(scorer, "device", None)
-    if not getattr(scorer, "workers", False) or (device is not None and torch.device(device).type != "cpu"):
-        jobs, pool = 1, None  # workers are for CPU scorers checked to score the same there; one GPU is fed best by one process
+    if not runs_in_workers(scorer):
+        jobs, pool = 1, None
     parallel = jobs > 1 or (pool is not None and not pool.closed)
     seconds = min(max_batch_seconds, WORKER_BATCH_SECONDS) if parallel else max_batch_seconds
     batches = plan_batches([s[4] for s in sized], int(seconds * scorer.sample_rate))
