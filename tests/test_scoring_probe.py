@@ -110,3 +110,33 @@ def test_probe_family_on_real_speech_is_its_definition_and_independent_of_the_ba
     both = scorer.score(torch.stack([clip, clip.flip(0)]), torch.tensor([clip.numel()] * 2), ["a", "b"])
     assert all(both[m][0].item() == scores[m].item() for m in PROBE_MEASURES)
     assert scorer.fingerprint()["families"][0]["family"] == "probe"
+
+
+def test_probes_need_no_bank_and_other_families_say_so():
+    model = build_preset("tiny").eval()
+    scorer = ExtensionScorer(model, None, ["probe"], draws=1)
+    assert scorer.fingerprint()["bank_sha256"] is None
+    with pytest.raises(ValueError, match="combo need a reference bank"):
+        ExtensionScorer(model, None, ["probe", "combo"], draws=1)
+
+
+def test_evaluate_scores_probes_for_a_checkpoint_without_a_codebook(shared_data, tmp_path):
+    from toolkit.scoring.datasets import MosDataset, MosItem
+    from toolkit.scoring.evaluate import evaluate
+
+    folder = shared_data / "speech" / "en" / "librispeech-clips"
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".flac", ".wav", ".ogg"))[:3]
+    if len(files) < 3:
+        pytest.skip(f"shared reference speech not found at {folder}")
+    torch.manual_seed(5)
+    model = build_preset("tiny").eval()  # no codebook ships for these weights, and no --bank is given
+    items = [MosItem(f"u{i}", p, float(i + 1), None) for i, p in enumerate(files)]
+    result = evaluate([("m", model)], [MosDataset("ref", "csv", tmp_path, items)], ["p_pos.mean"],
+                      controls=["random-init"], output_dir=tmp_path / "out", draws=1, n_boot=10, wandb_mode="disabled",
+                      plots=False, progress=False, echo=None, extensions=["probe"])
+    assert {r["scorer"] for r in result.rows} == {"m", "random-init", "m+beyond", "random-init+beyond"}
+    m = result.scores[("m+beyond", "ref")]
+    assert set(m["u0"]) == set(PROBE_MEASURES)
+    p_pos = result.scores[("m", "ref")]["u0"]["p_pos.mean"]
+    # lp.plus is the paper scorer's p_pos.mean plus the band-limit delta (same seeded draws)
+    assert m["u0"]["probe:lp.plus"] == pytest.approx(p_pos + m["u0"]["probe:lp.delta"], rel=1e-5, abs=1e-6)

@@ -113,23 +113,35 @@ EXTENSIONS: dict[str, tuple[Callable[..., Any], str]] = {
 }
 
 
+BANKLESS = frozenset({"probe"})  # families that need no reference bank (nor codebook)
+
+
+def needs_bank(extensions: Sequence[str]) -> bool:
+    """Whether any of ``extensions`` needs a reference bank or a shipped codebook."""
+    return any(e not in BANKLESS for e in extensions)
+
+
 class ExtensionScorer:
     """Scorer contract for the extension families in ``extensions``: one network pass per clip.
 
-    ``bank`` must be built with ``model``'s weights (:func:`~toolkit.scoring.bank.bank_for_model`).
+    ``bank`` must be built with ``model``'s weights (:func:`~toolkit.scoring.bank.bank_for_model`); it
+    may be ``None`` when every family is in :data:`BANKLESS`.
     Clips are scored one at a time over their true length (padding never matters).
     """
 
     sample_rate = SAMPLE_RATE
     workers = True  # clips are scored one at a time, seeded by key: the same in any worker (tested)
 
-    def __init__(self, model: torch.nn.Module, bank: ReferenceBank, extensions: Sequence[str], draws: int = 3,
+    def __init__(self, model: torch.nn.Module, bank: ReferenceBank | None, extensions: Sequence[str], draws: int = 3,
                  seed: int = 0, device: str | torch.device | None = "cpu", dtype: str | None = None,
                  name: str = "beyond") -> None:
-        bank.check_model(model)
         unknown = [e for e in extensions if e not in EXTENSIONS]
         if unknown or not extensions:
             raise ValueError(f"extensions must be some of {', '.join(EXTENSIONS)}, got {list(extensions)}")
+        if bank is not None:
+            bank.check_model(model)
+        elif needs_bank(extensions):
+            raise ValueError(f"extensions {', '.join(e for e in extensions if e not in BANKLESS)} need a reference bank")
         self.name = name
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
@@ -141,7 +153,8 @@ class ExtensionScorer:
         self.min_samples = int(model.min_samples)
 
     def fingerprint(self) -> dict:
-        return {"scorer": "extensions", "bank_sha256": self.bank.sha256, "dtype": self.dtype or "float32",
+        bank = self.bank.sha256 if self.bank is not None else None
+        return {"scorer": "extensions", "bank_sha256": bank, "dtype": self.dtype or "float32",
                 "families": [f.fingerprint() for f in self.families], "sample_rate": self.sample_rate}
 
     @torch.inference_mode()
@@ -188,7 +201,8 @@ def extension_candidates(candidates: list, names: Sequence[str], bank_path: str 
 
     Without ``bank_path`` each candidate uses the codebook shipped for its weights
     (:func:`~toolkit.scoring.bank.shipped_bank`: the embedded default and its random-init control);
-    a checkpoint without one is left out with a one-line warning, and the random-init control is
+    a checkpoint without one is left out with a one-line warning (unless every extension in ``names``
+    is in :data:`BANKLESS`: then it is scored without a bank), and the random-init control is
     extended only when a checkpoint is. ``--extension bank`` always needs ``bank_path``.
 
     ``candidates`` are :class:`toolkit.scoring.evaluate.Candidate` objects; each extension candidate is
@@ -214,7 +228,7 @@ def extension_candidates(candidates: list, names: Sequence[str], bank_path: str 
             base = cand.build()
             shipped = shipped_bank(base.model) if isinstance(base, Wav2VecScorer) else None
             del base
-            if shipped is None:
+            if shipped is None and needs_bank(names):
                 log.warning("%s: no codebook ships for its weights, so no %s for it; make one with `toolkit bank "
                             "AUDIO --checkpoint CKPT --output bank.pt` and pass --bank", cand.name, ", ".join(names))
                 continue
@@ -225,7 +239,7 @@ def extension_candidates(candidates: list, names: Sequence[str], bank_path: str 
             new.step = c.step  # known once a checkpoint is loaded
             if not isinstance(base, Wav2VecScorer):
                 raise ToolkitError(c.name, "the extensions need a wav2vec (v1) model")
-            own = shipped if shipped is not None else bank_for_model(bank, base.model, cache_dir)
+            own = shipped if shipped is not None or bank is None else bank_for_model(bank, base.model, cache_dir)
             return ExtensionScorer(base.model, own, names, draws=scorer_kwargs["draws"], seed=scorer_kwargs["seed"],
                                    device=scorer_kwargs["device"], dtype=scorer_kwargs["dtype"], name=new.name)
 
@@ -248,4 +262,5 @@ def add_extension_arguments(parser: argparse.ArgumentParser) -> None:
                         + "; ".join(f"{n}: {d}" for n, (_, d) in EXTENSIONS.items()))
     parser.add_argument("--bank", default=None,
                         help="reference bank for --extension (made by `toolkit bank`); default: the codebook shipped "
-                             "with the embedded default model and its random-init control (typicality, combo, prediction)")
+                             "with the embedded default model and its random-init control (typicality, combo, prediction); "
+                             "probe needs none")
