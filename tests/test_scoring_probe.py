@@ -120,7 +120,7 @@ def test_probes_need_no_bank_and_other_families_say_so():
         ExtensionScorer(model, None, ["probe", "combo"], draws=1)
 
 
-def test_evaluate_scores_probes_for_a_checkpoint_without_a_codebook(shared_data, tmp_path):
+def test_evaluate_scores_bankless_families_for_a_checkpoint_without_a_codebook(shared_data, tmp_path):
     from toolkit.scoring.datasets import MosDataset, MosItem
     from toolkit.scoring.evaluate import evaluate
 
@@ -133,10 +133,10 @@ def test_evaluate_scores_probes_for_a_checkpoint_without_a_codebook(shared_data,
     items = [MosItem(f"u{i}", p, float(i + 1), None) for i, p in enumerate(files)]
     result = evaluate([("m", model)], [MosDataset("ref", "csv", tmp_path, items)], ["p_pos.mean"],
                       controls=["random-init"], output_dir=tmp_path / "out", draws=1, n_boot=10, wandb_mode="disabled",
-                      plots=False, progress=False, echo=None, extensions=["probe"])
+                      plots=False, progress=False, echo=None, extensions=["probe", "dynamics"])
     assert {r["scorer"] for r in result.rows} == {"m", "random-init", "m+beyond", "random-init+beyond"}
     m = result.scores[("m+beyond", "ref")]
-    assert set(m["u0"]) == set(PROBE_MEASURES)
+    assert set(m["u0"]) == {*PROBE_MEASURES, "dyn:z.step", "dyn:c.step"}
     p_pos = result.scores[("m", "ref")]["u0"]["p_pos.mean"]
     # lp.plus is the paper scorer's p_pos.mean plus the band-limit delta (same seeded draws)
     assert m["u0"]["probe:lp.plus"] == pytest.approx(p_pos + m["u0"]["probe:lp.delta"], rel=1e-5, abs=1e-6)

@@ -85,7 +85,7 @@ def test_extension_scorer_in_workers_gives_one_process_scores(tmp_path, monkeypa
     clips = _clips(tmp_path / "audio")
     good = [p for k, p in clips.items() if k.startswith("c")]
     bank = build_bank(model, good[:4], clusters=4, bank_frames=100, seed=0, draws=1, iterations=3)
-    scorer = ExtensionScorer(model, bank, ["bank", "typicality", "combo", "prediction", "probe"], draws=2)
+    scorer = ExtensionScorer(model, bank, ["bank", "typicality", "combo", "prediction", "probe", "dynamics"], draws=2)
     files = list(clips.items())
     mapped = []
     real_map = workers.ordered_map

@@ -14,6 +14,8 @@ extensions (issue 15; results in ``docs/results.md``, "Beyond the paper") also u
                 reference clips (:class:`~toolkit.scoring.prediction.PredictionChecks`)
 ``probe``       how much ``p_pos.mean`` drops when the clip is degraded once more by a fixed
                 operation (:class:`~toolkit.scoring.probe.Probes`); needs no reference audio
+``dynamics``    how much ``z`` and ``c`` change from one frame to the next
+                (:class:`~toolkit.scoring.dynamics.Dynamics`); needs no reference audio
 
 Each family is switched on by name: ``toolkit evaluate CKPT --extension combo --bank bank.pt ...``.
 Every wav2vec candidate (checkpoints and the random-init control) then gets one extra scorer,
@@ -46,6 +48,7 @@ from toolkit.scoring.bank import (
     standardise,
     utterance_measures,
 )
+from toolkit.scoring.dynamics import Dynamics
 from toolkit.scoring.measures import MEASURES
 from toolkit.scoring.prediction import PREDICTION_SIGNS, PredictionChecks
 from toolkit.scoring.probe import Probes
@@ -110,10 +113,12 @@ EXTENSIONS: dict[str, tuple[Callable[..., Any], str]] = {
     "probe": (lambda m, b, d, s: Probes(m, b, d, s),
               "how much p_pos.mean drops when the clip is degraded once more (band limit at 4 kHz, white noise "
               "at 20 dB SNR): probe:{lp.delta,noise.delta,lp.plus,both.plus}"),
+    "dynamics": (lambda m, b, d, s: Dynamics(m, b, d, s),
+                 "how much the latent z and the context c change from one frame to the next: dyn:{z,c}.step"),
 }
 
 
-BANKLESS = frozenset({"probe"})  # families that need no reference bank (nor codebook)
+BANKLESS = frozenset({"probe", "dynamics"})  # families that need no reference bank (nor codebook)
 
 
 def needs_bank(extensions: Sequence[str]) -> bool:
@@ -263,4 +268,4 @@ def add_extension_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bank", default=None,
                         help="reference bank for --extension (made by `toolkit bank`); default: the codebook shipped "
                              "with the embedded default model and its random-init control (typicality, combo, prediction); "
-                             "probe needs none")
+                             "probe and dynamics need none")
