@@ -57,7 +57,8 @@ def main() -> int:
     scorers = {"wav2vec (embedded default, 3 draws)": Wav2VecScorer(model, draws=3)}
     codebook = shipped_bank(model)
     for family in (e for e in EXTENSIONS if e != "bank"):  # bank needs negatives, which no codebook ships
-        label = f"--extension {family}" + (" (3 draws)" if family != "typicality" else "")  # typicality draws none
+        draws = family not in ("typicality", "dynamics")  # these two draw no negatives
+        label = f"--extension {family}" + (" (3 draws)" if draws else "")
         scorers[label] = ExtensionScorer(model, codebook, [family], draws=3)
     for name in REFERENCES:
         scorers[name] = build_reference(name)
