@@ -46,6 +46,24 @@ def shared_data() -> Path:
     return data
 
 
+@pytest.fixture(scope="session")
+def reference_speech(shared_data) -> list[Path]:
+    """The real English clips of ``../shared/data/speech/en/librispeech-clips``, sorted; skip where absent."""
+    folder = shared_data / "speech" / "en" / "librispeech-clips"
+    files = sorted(p for p in folder.glob("*") if p.suffix in (".flac", ".wav", ".ogg"))
+    if not files:
+        pytest.skip(f"shared reference speech not found at {folder}")
+    return files
+
+
+@pytest.fixture(scope="session")
+def speech_clip(reference_speech) -> torch.Tensor:
+    """The first 1.5 s of the first reference clip: 16 kHz mono float32 ``[time]``."""
+    from toolkit.audio import load_audio
+
+    return load_audio(reference_speech[0]).samples[:24000]
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """Print the bad-input gauntlet's table of inputs and outcomes (tests/test_gauntlet.py)."""
     rows = getattr(config, "_gauntlet_rows", None)

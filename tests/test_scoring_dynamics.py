@@ -33,13 +33,8 @@ def test_dynamics_measures_are_quality_oriented():
     assert all(sign_of(m) == 1 == measure_sign(m) for m in DYNAMICS_MEASURES)
 
 
-def test_dynamics_family_on_real_speech_is_its_definition_without_a_bank(shared_data):
-    from toolkit.audio import load_audio
-
-    folder = shared_data / "speech" / "en" / "librispeech-clips"
-    if not folder.is_dir():
-        pytest.skip(f"shared reference speech not found at {folder}")
-    clip = load_audio(sorted(p for p in folder.iterdir() if p.suffix in (".flac", ".wav", ".ogg"))[0]).samples[:24000]
+def test_dynamics_family_on_real_speech_is_its_definition_without_a_bank(speech_clip):
+    clip = speech_clip
     torch.manual_seed(0)
     model = build_preset("tiny").eval()
     scorer = ExtensionScorer(model, None, ["dynamics"])

@@ -106,18 +106,8 @@ def test_signs_of_the_prediction_measures():
     assert all(measure_sign(m) == sign_of(m) for m in PREDICTION_MEASURES)
 
 
-@pytest.fixture(scope="module")
-def clip(shared_data):
-    from toolkit.audio import load_audio
-
-    folder = shared_data / "speech" / "en" / "librispeech-clips"
-    if not folder.is_dir():
-        pytest.skip(f"shared reference speech not found at {folder}")
-    path = sorted(p for p in folder.iterdir() if p.suffix in (".flac", ".wav", ".ogg"))[0]
-    return load_audio(path).samples[:24000]
-
-
-def test_prediction_family_on_real_speech_agrees_with_the_paper_scorer_and_its_own_definitions(clip):
+def test_prediction_family_on_real_speech_agrees_with_the_paper_scorer_and_its_own_definitions(speech_clip):
+    clip = speech_clip
     torch.manual_seed(0)
     model = build_preset("tiny").eval()
     wav, lengths = clip[None], torch.tensor([clip.numel()])

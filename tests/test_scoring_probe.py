@@ -60,23 +60,13 @@ def test_probe_measures_are_quality_oriented():
     assert all(sign_of(m) == 1 == measure_sign(m) for m in PROBE_MEASURES)
 
 
-@pytest.fixture(scope="module")
-def clip(shared_data):
-    from toolkit.audio import load_audio
-
-    folder = shared_data / "speech" / "en" / "librispeech-clips"
-    if not folder.is_dir():
-        pytest.skip(f"shared reference speech not found at {folder}")
-    path = sorted(p for p in folder.iterdir() if p.suffix in (".flac", ".wav", ".ogg"))[0]
-    return load_audio(path).samples[:24000]
-
-
 def empty_bank(model) -> ReferenceBank:
     return ReferenceBank(state_dict_hash(model), [], {}, torch.zeros(0, 1), torch.eye(4), torch.eye(4),
                          {"p_pos.mean": [0.3, 0.05], "typ:z.mean": [0.0, 1.0]})
 
 
-def test_identity_probes_give_zero_deltas_and_the_paper_scorers_p_pos(clip):
+def test_identity_probes_give_zero_deltas_and_the_paper_scorers_p_pos(speech_clip):
+    clip = speech_clip
     torch.manual_seed(0)
     model = build_preset("tiny").eval()
     wav, lengths = clip[None], torch.tensor([clip.numel()])
@@ -91,7 +81,8 @@ def test_identity_probes_give_zero_deltas_and_the_paper_scorers_p_pos(clip):
     assert scores["probe:both.plus"].item() == pytest.approx(p_pos, rel=1e-6)
 
 
-def test_probe_family_on_real_speech_is_its_definition_and_independent_of_the_batch(clip):
+def test_probe_family_on_real_speech_is_its_definition_and_independent_of_the_batch(speech_clip):
+    clip = speech_clip
     torch.manual_seed(0)
     model = build_preset("tiny").eval()
     wav, lengths = clip[None], torch.tensor([clip.numel()])
@@ -120,14 +111,11 @@ def test_probes_need_no_bank_and_other_families_say_so():
         ExtensionScorer(model, None, ["probe", "combo"], draws=1)
 
 
-def test_evaluate_scores_bankless_families_for_a_checkpoint_without_a_codebook(shared_data, tmp_path):
+def test_evaluate_scores_bankless_families_for_a_checkpoint_without_a_codebook(reference_speech, tmp_path):
     from toolkit.scoring.datasets import MosDataset, MosItem
     from toolkit.scoring.evaluate import evaluate
 
-    folder = shared_data / "speech" / "en" / "librispeech-clips"
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".flac", ".wav", ".ogg"))[:3]
-    if len(files) < 3:
-        pytest.skip(f"shared reference speech not found at {folder}")
+    files = reference_speech[:3]
     torch.manual_seed(5)
     model = build_preset("tiny").eval()  # no codebook ships for these weights, and no --bank is given
     items = [MosItem(f"u{i}", p, float(i + 1), None) for i, p in enumerate(files)]

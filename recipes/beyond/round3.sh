@@ -18,9 +18,10 @@ TOOLKIT=${TOOLKIT:-toolkit}
 PYTHON=${PYTHON:-python}
 WORK=${WORK:-runs/beyond/round3}
 SHARED=${TOOLKIT_SHARED:-$REPO/../shared}
-MODEL=$REPO/toolkit/assets/default/model.pt
 VCTK=${VCTK:-/work/.mirror/auspicious3000+autovc/repo}
 LJ=${LJ:-/work/.mirror/PrernaSocity+lj_speech_dataset_part_1/repo}
+# shellcheck source=recipes/beyond/lib.sh
+source "$HERE/lib.sh"
 mkdir -p "$WORK"
 
 case ${1:?select, testset, test, pt or fillets} in
@@ -45,11 +46,8 @@ case ${1:?select, testset, test, pt or fillets} in
     echo "$(wc -l < "$WORK/fresh-clean.txt") clean recordings in $clean"
     "$TOOLKIT" degrade "$clean" --output "$WORK/fresh" --levels 4 --seed 0 --no-progress ;;
   test)
-    "$TOOLKIT" evaluate "$MODEL" --dataset "fresh=csv:$WORK/fresh/manifest.csv" --measures p_pos.mean,entropy.mean \
-        --extension combo --extension prediction --control random-init --control acoustic --draws 2 --bf16 \
-        --cache "$WORK/cache" --wandb-mode disabled --jobs 2 --no-progress --output "$WORK/fresh-results"
-    "$PYTHON" "$REPO/recipes/severity_table.py" "$WORK/fresh-results" fresh "$WORK/fresh/manifest.csv" \
-        | tee "$WORK/test_fresh.md" ;;
+    score fresh "$WORK/fresh/manifest.csv" "$WORK/fresh-results" "$WORK/cache" --extension combo \
+        --extension prediction --control random-init --control acoustic | tee "$WORK/test_fresh.md" ;;
   pt)
     "$PYTHON" "$HERE/compare.py" yourtts:PT --shared "$SHARED" --checkpoint "$MODEL" --extension combo \
         --extension prediction --output "$WORK/compare" | tee "$WORK/test_pt.md" ;;
@@ -71,12 +69,8 @@ for p in sorted(np.random.default_rng(0).choice(np.array(files, dtype=object), 3
     shutil.copy(p, out / f"{p.parent.parent.name}-{p.name}")  # the level folder keeps names unique
 PY
       "$TOOLKIT" degrade "$clean" --output "$WORK/fillets-$lang" --levels 4 --seed 0 --no-progress
-      "$TOOLKIT" evaluate "$MODEL" --dataset "$lang=csv:$WORK/fillets-$lang/manifest.csv" \
-          --measures p_pos.mean,entropy.mean --extension combo --extension prediction --control random-init \
-          --control acoustic --draws 2 --bf16 --cache "$WORK/cache" --wandb-mode disabled --jobs 2 --no-progress \
-          --output "$WORK/fillets-$lang-results"
-      "$PYTHON" "$REPO/recipes/severity_table.py" "$WORK/fillets-$lang-results" "$lang" \
-          "$WORK/fillets-$lang/manifest.csv" | tee "$WORK/test_fillets_$lang.md"
+      score "$lang" "$WORK/fillets-$lang/manifest.csv" "$WORK/fillets-$lang-results" "$WORK/cache" --extension combo \
+          --extension prediction --control random-init --control acoustic | tee "$WORK/test_fillets_$lang.md"
     done ;;
   *) echo "round3.sh: unknown step $1 (select, testset, test, pt or fillets)" >&2; exit 2 ;;
 esac

@@ -19,23 +19,16 @@ PYTHON=${PYTHON:-python}
 WORK=${WORK:-runs/beyond/round4}
 ROUND3=${ROUND3:-runs/beyond/round3}
 SHARED=${TOOLKIT_SHARED:-$REPO/../shared}
-MODEL=$REPO/toolkit/assets/default/model.pt
 TESS=${TESS:-/work/.mirror/deepxzy+Toronto-emotional-speech-set/repo}
-SETS=(fresh:fresh fillets-cs:cs fillets-nl:nl)  # round 3's folder : dataset name
+# shellcheck source=recipes/beyond/lib.sh
+source "$HERE/lib.sh"
 mkdir -p "$WORK"
-
-score() {  # score NAME MANIFEST OUT [more evaluate arguments]: the settings every round-3 set was scored with
-  local name=$1 manifest=$2 out=$3; shift 3
-  "$TOOLKIT" evaluate "$MODEL" --dataset "$name=csv:$manifest" --measures p_pos.mean,entropy.mean --draws 2 --bf16 \
-      --cache "$ROUND3/cache" --wandb-mode disabled --jobs 2 --no-progress --output "$out" "$@"
-  "$PYTHON" "$REPO/recipes/severity_table.py" "$out" "$name" "$manifest"
-}
 
 case ${1:?select, choose, testset, test or pt} in
   select)
     for pair in "${SETS[@]}"; do
       folder=${pair%%:*} name=${pair##*:}
-      score "$name" "$ROUND3/$folder/manifest.csv" "$WORK/select-$name" --extension probe | tee "$WORK/select_$name.md"
+      score "$name" "$ROUND3/$folder/manifest.csv" "$WORK/select-$name" "$ROUND3/cache" --extension probe | tee "$WORK/select_$name.md"
     done ;;
   choose)
     args=()
@@ -55,7 +48,7 @@ case ${1:?select, choose, testset, test or pt} in
     echo "$(wc -l < "$WORK/tess-clean.txt") clean recordings in $clean"
     "$TOOLKIT" degrade "$clean" --output "$WORK/tess" --levels 4 --seed 0 --no-progress ;;
   test)
-    score tess "$WORK/tess/manifest.csv" "$WORK/tess-results" --extension combo --extension prediction \
+    score tess "$WORK/tess/manifest.csv" "$WORK/tess-results" "$ROUND3/cache" --extension combo --extension prediction \
         --extension probe --control random-init --control acoustic | tee "$WORK/test_tess.md" ;;
   pt)
     "$PYTHON" "$HERE/compare.py" yourtts:PT --shared "$SHARED" --checkpoint "$MODEL" --extension combo \

@@ -21,23 +21,16 @@ WORK=${WORK:-runs/beyond/round5}
 ROUND3=${ROUND3:-runs/beyond/round3}
 ROUND4=${ROUND4:-runs/beyond/round4}
 ASTERISK=${ASTERISK:-/tmp/asterisk}
-MODEL=$REPO/toolkit/assets/default/model.pt
-SETS=(fresh:fresh fillets-cs:cs fillets-nl:nl)  # round 3's folder : dataset name
 LANGS=(es it ru)
+# shellcheck source=recipes/beyond/lib.sh
+source "$HERE/lib.sh"
 mkdir -p "$WORK"
-
-score() {  # score NAME MANIFEST OUT [more evaluate arguments]: the settings every round-3 set was scored with
-  local name=$1 manifest=$2 out=$3; shift 3
-  "$TOOLKIT" evaluate "$MODEL" --dataset "$name=csv:$manifest" --measures p_pos.mean,entropy.mean --draws 2 --bf16 \
-      --cache "$ROUND3/cache" --wandb-mode disabled --jobs 2 --no-progress --output "$out" "$@"
-  "$PYTHON" "$REPO/recipes/severity_table.py" "$out" "$name" "$manifest"
-}
 
 case ${1:?select, choose, testset or test} in
   select)
     for pair in "${SETS[@]}"; do
       folder=${pair%%:*} name=${pair##*:}
-      score "$name" "$ROUND3/$folder/manifest.csv" "$WORK/select-$name" --extension dynamics | tee "$WORK/select_$name.md"
+      score "$name" "$ROUND3/$folder/manifest.csv" "$WORK/select-$name" "$ROUND3/cache" --extension dynamics | tee "$WORK/select_$name.md"
     done ;;
   choose)
     args=()
@@ -73,7 +66,7 @@ PY
     done ;;
   test)
     for lang in "${LANGS[@]}"; do
-      score "$lang" "$WORK/asterisk-$lang/manifest.csv" "$WORK/asterisk-$lang-results" --extension combo \
+      score "$lang" "$WORK/asterisk-$lang/manifest.csv" "$WORK/asterisk-$lang-results" "$ROUND3/cache" --extension combo \
           --extension probe --extension dynamics --control random-init --control acoustic | tee "$WORK/test_$lang.md"
     done ;;
   *) echo "round5.sh: unknown step $1 (select, choose, testset or test)" >&2; exit 2 ;;
