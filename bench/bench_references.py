@@ -57,9 +57,9 @@ def main() -> int:
     scorers = {"wav2vec (embedded default, 3 draws)": Wav2VecScorer(model, draws=3)}
     codebook = shipped_bank(model)
     for family in (e for e in EXTENSIONS if e != "bank"):  # bank needs negatives, which no codebook ships
-        draws = family not in ("typicality", "dynamics")  # these two draw no negatives
-        label = f"--extension {family}" + (" (3 draws)" if draws else "")
-        scorers[label] = ExtensionScorer(model, codebook, [family], draws=3)
+        scorer = ExtensionScorer(model, codebook, [family], draws=3)
+        draws = "draws" in scorer.families[0].fingerprint()  # the families that draw negatives say how many
+        scorers[f"--extension {family}" + (" (3 draws)" if draws else "")] = scorer
     for name in REFERENCES:
         scorers[name] = build_reference(name)
     out = []

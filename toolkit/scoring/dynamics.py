@@ -36,10 +36,7 @@ def frame_step_distance(x: Tensor, frame_lengths: Tensor) -> Tensor:
 class Dynamics:
     """The ``dynamics`` family for :class:`~toolkit.scoring.extensions.ExtensionScorer`."""
 
-    measures = list(DYNAMICS_MEASURES)
-
-    def __init__(self, model: torch.nn.Module | None = None, bank=None, draws: int = 3, seed: int = 0) -> None:
-        pass  # deterministic: no draws, no bank
+    measures = list(DYNAMICS_MEASURES)  # deterministic: no draws, no bank
 
     def fingerprint(self) -> dict:
         return {"family": "dynamics", "version": DYNAMICS_VERSION}

@@ -113,7 +113,7 @@ EXTENSIONS: dict[str, tuple[Callable[..., Any], str]] = {
     "probe": (lambda m, b, d, s: Probes(m, b, d, s),
               "how much p_pos.mean drops when the clip is degraded once more (band limit at 4 kHz, white noise "
               "at 20 dB SNR): probe:{lp.delta,noise.delta,lp.plus,both.plus}"),
-    "dynamics": (lambda m, b, d, s: Dynamics(m, b, d, s),
+    "dynamics": (lambda m, b, d, s: Dynamics(),
                  "how much the latent z and the context c change from one frame to the next: dyn:{z,c}.step"),
 }
 
@@ -127,7 +127,8 @@ def needs_bank(extensions: Sequence[str]) -> bool:
 
 
 class ExtensionScorer:
-    """Scorer contract for the extension families in ``extensions``: one network pass per clip.
+    """Scorer contract for the extension families in ``extensions``: one network pass per clip, plus
+    the passes a family makes over versions of the clip (``needs_clip``: reversed, probed).
 
     ``bank`` must be built with ``model``'s weights (:func:`~toolkit.scoring.bank.bank_for_model`); it
     may be ``None`` when every family is in :data:`BANKLESS`.
